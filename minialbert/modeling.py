@@ -1,0 +1,385 @@
+"""MiniALBERT: one shared transformer layer applied N times, with per-recursion bottleneck
+adapters and factorised embeddings (REFERENCE section 1), as Hugging Face models.
+
+Shapes in comments: B batch, T sequence length, E embedding size, H hidden size,
+nh heads, hs head size (H / nh), V vocabulary, L labels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .configuration import MiniAlbertConfig
+
+
+class MiniAlbertEmbeddings(nn.Module):
+    """ALBERT-style embeddings of width E: word + position + token type, LayerNorm, dropout."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__()
+        E = config.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
+        self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None):
+        B, T = input_ids.shape
+        if T > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"sequence length {T} exceeds max_position_embeddings ({self.position_embeddings.num_embeddings})"
+            )
+        position_ids = torch.arange(T, device=input_ids.device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(position_ids)[None]
+            + self.token_type_embeddings(token_type_ids)
+        )  # (B, T, E)
+        return self.dropout(self.LayerNorm(x))
+
+
+class MiniAlbertAttention(nn.Module):
+    """Post-LN multi-head self-attention block: LayerNorm(x + Dropout(Dense(MHSA(x))))."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_size = H // self.num_heads
+        self.query = nn.Linear(H, H)
+        self.key = nn.Linear(H, H)
+        self.value = nn.Linear(H, H)
+        self.dense = nn.Linear(H, H)
+        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def _heads(self, x):  # (B, T, H) -> (B, nh, T, hs)
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)
+
+    def forward(self, x, additive_mask, output_attentions: bool = False):
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        p_drop = self.attention_dropout if self.training else 0.0
+        if output_attentions:
+            # Reference path: the probabilities are materialised because the caller wants them.
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
+            probs = torch.softmax(scores + additive_mask, dim=-1)
+            context = F.dropout(probs, p_drop, self.training) @ v  # (B, nh, T, hs)
+        else:
+            # Fast path: fused kernel, same computation (tested against the reference path).
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask, dropout_p=p_drop)
+            probs = None
+        B, _, T, _ = context.shape
+        context = context.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
+        return self.LayerNorm(x + self.output_dropout(self.dense(context))), probs
+
+
+class MiniAlbertFeedForward(nn.Module):
+    """Post-LN feed-forward block: LayerNorm(x + Dropout(W2 act(W1 x)))."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__()
+        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x):
+        return self.full_layer_layer_norm(x + self.dropout(self.ffn_output(self.activation(self.ffn(x)))))
+
+
+class MiniAlbertLayer(nn.Module):
+    """The one transformer layer every recursion shares."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__()
+        self.attention = MiniAlbertAttention(config)
+        self.feed_forward = MiniAlbertFeedForward(config)
+
+
+class BottleneckAdapter(nn.Module):
+    """B(x) = LayerNorm(x + Up(GELU(Down(x)))), Down: H -> H/r, Up: H/r -> H."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__()
+        self.down = nn.Linear(config.hidden_size, config.adapter_size)
+        self.up = nn.Linear(config.adapter_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x):
+        return self.norm(x + self.up(F.gelu(self.down(x))))  # exact GELU, as the authors
+
+
+class MiniAlbertPreTrainedModel(PreTrainedModel):
+    config_class = MiniAlbertConfig
+    config: MiniAlbertConfig
+    base_model_prefix = "minialbert"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+    _no_split_modules = ["MiniAlbertLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """normal(0, initializer_range) for Linear/Embedding, LayerNorm weight 1 / bias 0."""
+        super()._init_weights(module)
+
+
+class MiniAlbertModel(MiniAlbertPreTrainedModel):
+    """The recursive encoder: embeddings -> (projector) -> N applications of the shared layer."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__(config)
+        self.embeddings = MiniAlbertEmbeddings(config)
+        self.projector = (
+            nn.Linear(config.embedding_size, config.hidden_size)
+            if config.embedding_size != config.hidden_size
+            else None
+        )
+        self.layer = MiniAlbertLayer(config)
+        self.att_adapters = self.ffn_adapters = None
+        if config.use_adapter:
+            self.att_adapters, self.ffn_adapters = self._new_adapters(config)
+        self.post_init()
+
+    @staticmethod
+    def _new_adapters(config):
+        n = config.num_hidden_layers
+        return (
+            nn.ModuleList(BottleneckAdapter(config) for _ in range(n)),
+            nn.ModuleList(BottleneckAdapter(config) for _ in range(n)),
+        )
+
+    def add_adapters(self):
+        """Give every recursion a fresh adapter pair, initialised near the identity
+        (Up = 0, so B(x) = LayerNorm(x)), for adapter tuning a model distilled without them."""
+        if self.att_adapters is not None:
+            return
+        self.config.use_adapter = True
+        att, ffn = self._new_adapters(self.config)
+        ref = next(self.parameters())
+        for adapter in (*att, *ffn):
+            nn.init.normal_(adapter.down.weight, std=self.config.initializer_range)
+            nn.init.zeros_(adapter.down.bias)
+            nn.init.zeros_(adapter.up.weight)
+            nn.init.zeros_(adapter.up.bias)
+        self.att_adapters, self.ffn_adapters = att.to(ref.device, ref.dtype), ffn.to(ref.device, ref.dtype)
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        h = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if self.projector is not None:
+            h = self.projector(h)  # (B, T, H)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Padding keys get the most negative finite value: (B, 1, 1, T), broadcast over heads and queries.
+        additive_mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+
+        hidden_states = [h] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for i in range(self.config.num_hidden_layers):
+            if self.att_adapters is not None:
+                h = self.att_adapters[i](h)
+            h, probs = self.layer.attention(h, additive_mask, output_attentions)
+            if self.ffn_adapters is not None:
+                h = self.ffn_adapters[i](h)
+            h = self.layer.feed_forward(h)
+            if output_hidden_states:
+                hidden_states.append(h)
+            if output_attentions:
+                attentions.append(probs)
+
+        hidden_states = tuple(hidden_states) if output_hidden_states else None
+        attentions = tuple(attentions) if output_attentions else None
+        if not return_dict:
+            return tuple(v for v in (h, hidden_states, attentions) if v is not None)
+        return BaseModelOutput(last_hidden_state=h, hidden_states=hidden_states, attentions=attentions)
+
+
+class MiniAlbertForMaskedLM(MiniAlbertPreTrainedModel):
+    """MiniALBERT with the DistilBERT-style MLM head: Linear(H,H) -> GELU -> LayerNorm -> Linear(H,V)."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__(config)
+        self.minialbert = MiniAlbertModel(config)
+        self.vocab_transform = nn.Linear(config.hidden_size, config.hidden_size)
+        # Exact GELU whatever `hidden_act` says: the authors' head (and their checkpoints) use it.
+        self.activation = nn.GELU()
+        self.vocab_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.vocab_projector = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.vocab_projector
+
+    def set_output_embeddings(self, value):
+        self.vocab_projector = value
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.minialbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        x = self.vocab_layer_norm(self.activation(self.vocab_transform(out.last_hidden_state)))
+        logits = self.vocab_projector(x)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
+        if not return_dict:
+            rest = tuple(v for v in (out.hidden_states, out.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+def _classifier_dropout(config: MiniAlbertConfig) -> float:
+    p = config.classifier_dropout_prob
+    return config.hidden_dropout_prob if p is None else p
+
+
+class MiniAlbertForSequenceClassification(MiniAlbertPreTrainedModel):
+    """[CLS] hidden state of the last recursion -> dropout -> Linear(H, L). No pooler.
+    The loss follows `config.problem_type` (regression, single- or multi-label), as in BERT."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.minialbert = MiniAlbertModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.minialbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(out.last_hidden_state[:, 0]))  # (B, L)
+        loss = None if labels is None else self._loss(logits, labels)
+        if not return_dict:
+            rest = tuple(v for v in (out.hidden_states, out.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+
+    def _loss(self, logits, labels):
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            return MSELoss()(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+        if self.config.problem_type == "single_label_classification":
+            return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+        return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+
+
+class MiniAlbertForTokenClassification(MiniAlbertPreTrainedModel):
+    """Every token's last hidden state -> dropout -> Linear(H, L); labels -100 are ignored."""
+
+    def __init__(self, config: MiniAlbertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.minialbert = MiniAlbertModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.minialbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, L)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+        if not return_dict:
+            rest = tuple(v for v in (out.hidden_states, out.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
