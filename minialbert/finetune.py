@@ -1,0 +1,656 @@
+"""Fine-tune any encoder (MiniALBERT, BERT teachers, DistilBERT/TinyBERT-style baselines) on a
+task, with full fine-tuning or adapter tuning, and write `metrics.json`.
+
+A plain PyTorch loop, one function per stage: `setup` (task, tokenizer, model, encoded splits),
+`train_step`, `train`, `evaluate_split`, `save_outputs`. What differs from the authors' scripts
+(REFERENCE section 6), on purpose:
+- evaluation is batched with dynamic padding, examples sorted by length (not one example at a
+  time padded to the maximum length);
+- NER is scored per word (label on the first sub-word, -100 on the rest), and a sentence
+  longer than the maximum length is split into chunks, never truncated, so every word is scored;
+- every run records its own seed and the hash of its resolved config.
+
+CLI: minialbert finetune --model DIR --task TASK --mode full|adapter --lr LR --seed S --output DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import inspect
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from minialbert.metrics import compute_metric
+from minialbert.tasks import Task, load_task
+from minialbert.utils import ConfigError, atomic_directory, config_hash, set_seed, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = ("linear", "cosine", "constant")
+MODES = ("full", "adapter")
+IGNORE_INDEX = -100  # label of positions the loss and the metric skip (special tokens, later sub-words)
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines one fine-tuning run (all but `output`/`save_model` go into the hash)."""
+
+    model: str
+    task: str
+    mode: str = "full"
+    lr: float = 5e-5
+    seed: int = 0
+    output: str = "finetune_output"
+    epochs: float = 3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_length: int = 128
+    scheduler: str = "linear"
+    weight_decay: float = 0.01
+    warmup: float = 0.0  # < 1: ratio of the training steps; >= 1: a number of steps
+    max_grad_norm: float = 1.0
+    reduction_factor: int = 16  # bottleneck width H/r of the generic adapters (non-MiniALBERT encoders)
+    bf16: str = "auto"  # auto: bf16 autocast on a GPU that supports it
+    device: str = "auto"
+    threads: int | None = None  # CPU threads for torch (None: torch's default, one per core)
+    save_model: bool = False
+
+    def check(self) -> None:
+        """Refuse bad values with a message naming the field."""
+        if self.mode not in MODES:
+            raise ConfigError(f"finetune: --mode is {self.mode!r}; expected one of {list(MODES)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"finetune: --scheduler is {self.scheduler!r}; expected one of {list(SCHEDULERS)}")
+        if self.bf16 not in ("auto", "true", "false"):
+            raise ConfigError(f"finetune: --bf16 is {self.bf16!r}; expected auto, true or false")
+        for name in ("lr", "epochs", "batch_size", "eval_batch_size", "max_length", "reduction_factor"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"finetune: --{name.replace('_', '-')} must be positive, got {getattr(self, name)!r}")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ConfigError("finetune: --warmup and --weight-decay must not be negative")
+
+    def resolved(self) -> dict:
+        """The run config as recorded in metrics.json and hashed (output location excluded)."""
+        config = dataclasses.asdict(self)
+        for key in ("output", "save_model", "device", "threads"):  # where/how, not what: not hashed
+            config.pop(key)
+        return config
+
+
+# --------------------------------------------------------------------------------------------
+# Generic bottleneck adapters (Houlsby et al. 2019) for encoders other than MiniALBERT
+# --------------------------------------------------------------------------------------------
+class HoulsbyAdapter(nn.Module):
+    """x + Up(GELU(Down(x))); Up starts at zero so the adapted model starts as the original."""
+
+    def __init__(self, hidden_size: int, bottleneck: int, init_std: float = 0.02):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, bottleneck)
+        self.up = nn.Linear(bottleneck, hidden_size)
+        nn.init.normal_(self.down.weight, std=init_std)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)  # near-identity: adding adapters does not change the model
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x):
+        return x + self.up(nn.functional.gelu(self.down(x)))
+
+
+class AdaptedLinear(nn.Module):
+    """A sub-layer's output projection followed by an adapter, before the residual add and
+    LayerNorm that the surrounding module applies (where Houlsby places it)."""
+
+    def __init__(self, linear: nn.Linear, adapter: HoulsbyAdapter):
+        super().__init__()
+        self.linear = linear
+        self.adapter = adapter
+
+    def forward(self, x):
+        return self.adapter(self.linear(x))
+
+
+def _transformer_layers(base: nn.Module, hidden: int) -> list[nn.Module]:
+    """The repeated transformer layers: the innermost ModuleList whose items each hold an
+    attention output projection Linear(H, H) and an FFN output projection Linear(I, H)."""
+
+    def is_layer(module: nn.Module) -> bool:
+        shapes = [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+        return (hidden, hidden) in shapes and any(o == hidden and i != hidden for i, o in shapes)
+
+    candidates = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) and all(is_layer(x) for x in m)]
+    innermost = [c for c in candidates if not any(o is not c and any(o is m for m in c.modules()) for o in candidates)]
+    if not innermost:
+        raise ConfigError(f"adapter mode: found no transformer layers in {type(base).__name__} "
+                          f"(a ModuleList of layers with Linear({hidden},{hidden}) and Linear(I,{hidden}))")
+    return [layer for c in innermost for layer in c]
+
+
+def _output_projections(layer: nn.Module, hidden: int) -> tuple[nn.Linear, nn.Linear]:
+    """(attention output, FFN output) projections of one layer, by shape and order: the last
+    Linear(H, H) (after the Q/K/V projections) and the last Linear(I, H), I != H."""
+    linears = [m for m in layer.modules() if isinstance(m, nn.Linear)]
+    square = [m for m in linears if (m.in_features, m.out_features) == (hidden, hidden)]
+    ffn_out = [m for m in linears if m.out_features == hidden and m.in_features != hidden]
+    if not square or not ffn_out:
+        raise ConfigError(f"adapter mode: cannot find the output projections in {type(layer).__name__}")
+    return square[-1], ffn_out[-1]
+
+
+def _replace_child(root: nn.Module, target: nn.Module, new: nn.Module) -> None:
+    for module in root.modules():
+        for name, child in module.named_children():
+            if child is target:
+                setattr(module, name, new)
+                return
+    raise RuntimeError("module to wrap not found")  # cannot happen: target came from root.modules()
+
+
+def add_bottleneck_adapters(model: nn.Module, reduction_factor: int = 16) -> list[HoulsbyAdapter]:
+    """Insert Houlsby adapters after each layer's attention-output and FFN-output projections
+    (any BERT-family / DistilBERT / ALBERT encoder). Returns the new adapters."""
+    if any(isinstance(m, HoulsbyAdapter) for m in model.modules()):
+        raise ConfigError("adapter mode: the model already has bottleneck adapters")
+    base = getattr(model, "base_model", model)
+    hidden = model.config.hidden_size
+    std = getattr(model.config, "initializer_range", 0.02)
+    adapters = []
+    for layer in _transformer_layers(base, hidden):
+        for projection in _output_projections(layer, hidden):
+            adapter = HoulsbyAdapter(hidden, max(1, hidden // reduction_factor), std).to(projection.weight)
+            _replace_child(layer, projection, AdaptedLinear(projection, adapter))
+            adapters.append(adapter)
+    return adapters
+
+
+def freeze_for_adapter_tuning(model: nn.Module, adapters: list[nn.Module]) -> None:
+    """Train only the adapters and the task head: the head is whatever sits outside the base model."""
+    base = getattr(model, "base_model", model)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    for adapter in adapters:
+        for p in adapter.parameters():
+            p.requires_grad_(True)
+
+
+def prepare_adapter_tuning(model: nn.Module, reduction_factor: int) -> nn.Module:
+    """MiniALBERT: its own adapters (minialbert.prepare_for_adapter_tuning); any other encoder:
+    generic Houlsby adapters."""
+    if getattr(model.config, "model_type", None) == "minialbert":
+        import minialbert
+
+        return minialbert.prepare_for_adapter_tuning(model)
+    freeze_for_adapter_tuning(model, add_bottleneck_adapters(model, reduction_factor))
+    return model
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """{total, unique, trainable} through the library's count_parameters (works on any module)."""
+    import minialbert
+
+    return minialbert.count_parameters(model)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding: raw text -> token ids with this model's tokenizer
+# --------------------------------------------------------------------------------------------
+def column(dataset, name: str) -> list:
+    """A dataset column as a plain list (datasets returns a lazy Column object)."""
+    return list(dataset[name])
+
+
+def encode_sequences(task: Task, split: str, tokenizer, max_length: int) -> list[dict]:
+    """Sentence (pair) classification / regression features; the label goes in `labels`."""
+    dataset = task.splits[split]
+    pairs = column(dataset, "text_pair") if "text_pair" in dataset.column_names else None
+    encoded = tokenizer(column(dataset, "text"), pairs, truncation=True, max_length=max_length)
+    labels = column(dataset, "label") if "label" in dataset.column_names else None
+    features = []
+    for i in range(len(dataset)):
+        feature = {key: values[i] for key, values in encoded.items()}
+        if labels is not None:
+            feature["labels"] = labels[i]
+        features.append(feature)
+    return features
+
+
+def chunk_words(subword_counts: list[int], budget: int) -> list[tuple[int, int]]:
+    """Split a sentence's words into [start, end) chunks whose sub-words fit in `budget`.
+
+    A word longer than the budget on its own gets a chunk alone (its later sub-words are then
+    cut, but its first sub-word, the one that is scored, survives)."""
+    chunks, start, used = [], 0, 0
+    for i, count in enumerate(subword_counts):
+        if i > start and used + count > budget:
+            chunks.append((start, i))
+            start, used = i, 0
+        used += count
+    if subword_counts:
+        chunks.append((start, len(subword_counts)))
+    return chunks
+
+
+def encode_words(task: Task, split: str, tokenizer, max_length: int) -> list[dict]:
+    """Token-classification features, one per chunk of a sentence. Each carries `sentence`
+    (index), `word_start` and `word_positions` (token position of each word's first sub-word,
+    or -1 for a word the tokenizer maps to nothing) so predictions can be put back per word."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"{tokenizer.name_or_path}: NER needs a fast tokenizer (word_ids), got {type(tokenizer).__name__}")
+    dataset = task.splits[split]
+    sentences = column(dataset, "tokens")
+    tags = column(dataset, "tags") if "tags" in dataset.column_names else None
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    plain = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)
+    pieces = []  # (sentence index, word start, word end)
+    for s in range(len(sentences)):
+        counts = [0] * len(sentences[s])
+        for w in plain.word_ids(s):
+            if w is not None:
+                counts[w] += 1
+        pieces.extend((s, a, b) for a, b in chunk_words(counts, budget))
+    words = [sentences[s][a:b] for s, a, b in pieces]
+    encoded = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+    features = []
+    for i, (s, a, b) in enumerate(pieces):
+        word_ids = encoded.word_ids(i)
+        positions = [-1] * (b - a)
+        for pos, w in enumerate(word_ids):
+            if w is not None and positions[w] == -1:
+                positions[w] = pos
+        feature = {key: values[i] for key, values in encoded.items()}
+        feature.update(sentence=s, word_start=a, word_positions=positions)
+        if tags is not None:
+            labels = [IGNORE_INDEX] * len(word_ids)
+            for w, pos in enumerate(positions):
+                if pos >= 0:
+                    labels[pos] = tags[s][a + w]
+            feature["labels"] = labels
+        features.append(feature)
+    return features
+
+
+# --------------------------------------------------------------------------------------------
+# Batching
+# --------------------------------------------------------------------------------------------
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: random.Random,
+                           group_factor: int = 50) -> list[list[int]]:
+    """Shuffled batches of similar-length examples: shuffle, sort within mega-batches of
+    `group_factor` batches, cut into batches, shuffle the batches (less padding, still random)."""
+    order = list(range(len(lengths)))
+    generator.shuffle(order)
+    mega = batch_size * group_factor
+    batches = []
+    for start in range(0, len(order), mega):
+        group = sorted(order[start:start + mega], key=lambda i: -lengths[i])
+        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+    generator.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches of examples sorted by length (longest first), so padding is minimal."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+def make_collator(tokenizer, task_type: str):
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    if task_type == "token":
+        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE_INDEX)
+    return DataCollatorWithPadding(tokenizer)
+
+
+def collate(run: "Run", indices: list[int], features: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad a batch dynamically and move it to the device; keep only what the model accepts."""
+    batch = run.collator([{k: features[i][k] for k in run.model_keys if k in features[i]} for i in indices])
+    return {k: v.to(run.device) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Setup
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """The state of one fine-tuning run."""
+
+    config: FinetuneConfig
+    task: Task
+    tokenizer: Any
+    model: nn.Module
+    device: torch.device
+    features: dict[str, list[dict]]
+    collator: Any
+    model_keys: tuple[str, ...]
+    autocast_dtype: torch.dtype | None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model(config: FinetuneConfig, task: Task):
+    """The encoder with a fresh head sized for the task; label maps go into the model config."""
+    import minialbert  # noqa: F401  (registers MiniALBERT with the Auto classes)
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    kwargs: dict[str, Any] = {}
+    if task.type == "regression":
+        kwargs.update(num_labels=1, problem_type="regression")
+    else:
+        labels = task.labels
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={label: i for i, label in enumerate(labels)})
+        if task.type != "token":
+            kwargs["problem_type"] = "single_label_classification"
+    auto = AutoModelForTokenClassification if task.type == "token" else AutoModelForSequenceClassification
+    try:
+        # ignore_mismatched_sizes: a model dir fine-tuned on another task has a head of another size
+        return auto.from_pretrained(config.model, ignore_mismatched_sizes=True, **kwargs)
+    except OSError as e:
+        raise ConfigError(f"--model {config.model}: cannot load a model ({e})") from None
+
+
+def load_tokenizer(config: FinetuneConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--model {config.model}: no tokenizer saved in the model dir ({e})") from None
+    tokenizer.padding_side = "right"  # NER predictions are read back at unpadded positions
+    return tokenizer
+
+
+def setup(config: FinetuneConfig) -> Run:
+    """Load the task, the model's own tokenizer and the model; encode every split."""
+    config.check()
+    if config.threads:
+        # an oversubscribed CPU (more threads than free cores) can run 10x slower, not 2x
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    task = load_task(config.task)
+    tokenizer = load_tokenizer(config)
+    model = load_model(config, task)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and config.max_length > positions:
+        raise ConfigError(f"--max-length {config.max_length}: the model {config.model} has only {positions} positions")
+    if config.mode == "adapter":
+        model = prepare_adapter_tuning(model, config.reduction_factor)
+    device = pick_device(config.device)
+    model.to(device)
+    encode = encode_words if task.type == "token" else encode_sequences
+    features = {split: encode(task, split, tokenizer, config.max_length) for split in task.splits}
+    accepted = set(inspect.signature(model.forward).parameters)
+    model_keys = tuple(k for k in MODEL_KEYS if k in accepted)  # e.g. DistilBERT takes no token_type_ids
+    use_bf16 = config.bf16 == "true" or (
+        config.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return Run(config, task, tokenizer, model, device, features, make_collator(tokenizer, task.type),
+               model_keys, torch.bfloat16 if use_bf16 else None)
+
+
+def autocast(run: Run):
+    if run.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=run.device.type, dtype=run.autocast_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and LayerNorm weights (the 1-D tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def warmup_steps(warmup: float, total_steps: int) -> int:
+    """--warmup below 1 is a ratio of the training steps, otherwise a number of steps."""
+    return int(math.ceil(warmup * total_steps)) if warmup < 1 else int(warmup)
+
+
+def train_step(run: Run, batch: dict, optimizer, scheduler) -> float:
+    """One optimisation step; returns the loss."""
+    with autocast(run):
+        loss = run.model(**batch).loss
+    loss.backward()
+    if run.config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], run.config.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def epoch_batches(run: Run, rng: random.Random) -> Iterator[list[list[int]]]:
+    """Length-grouped batches per epoch; a fractional last epoch takes a prefix of its batches."""
+    lengths = [len(f["input_ids"]) for f in run.features["train"]]
+    full, rest = int(run.config.epochs), run.config.epochs - int(run.config.epochs)
+    for _ in range(full):
+        yield length_grouped_batches(lengths, run.config.batch_size, rng)
+    if rest > 0:
+        batches = length_grouped_batches(lengths, run.config.batch_size, rng)
+        yield batches[: max(1, int(round(rest * len(batches))))]
+
+
+def train(run: Run) -> dict:
+    """Train on the training split; returns {train_seconds, train_examples, steps, final_loss}."""
+    from transformers import get_scheduler
+
+    config = run.config
+    features = run.features["train"]
+    rng = random.Random(config.seed)  # batch order depends only on the seed
+    epochs = list(epoch_batches(run, rng))
+    total_steps = sum(len(batches) for batches in epochs)
+    optimizer = make_optimizer(run.model, config.lr, config.weight_decay)
+    scheduler = get_scheduler("constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
+                              optimizer, num_warmup_steps=warmup_steps(config.warmup, total_steps),
+                              num_training_steps=total_steps)
+    run.model.train()
+    losses, examples = [], 0
+    start = time.perf_counter()
+    with tqdm(total=total_steps, desc=f"finetune {run.task.name}", unit="step", disable=None) as bar:
+        for batches in epochs:
+            for indices in batches:
+                losses.append(train_step(run, collate(run, indices, features), optimizer, scheduler))
+                examples += len(indices)
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    seconds = time.perf_counter() - start
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"train_seconds": seconds, "train_examples": examples, "steps": total_steps,
+            "final_loss": sum(tail) / len(tail) if tail else None}
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(run: Run, split: str) -> list:
+    """Model outputs for every feature of a split, in the split's order: a label id, a score
+    (regression) or, for token tasks, the predicted tag id of each word of the chunk."""
+    features = run.features[split]
+    run.model.eval()
+    outputs: list = [None] * len(features)
+    lengths = [len(f["input_ids"]) for f in features]
+    for indices in sorted_batches(lengths, run.config.eval_batch_size):
+        batch = collate(run, indices, features)
+        batch.pop("labels", None)
+        with autocast(run):
+            logits = run.model(**batch).logits.float()
+        if run.task.type == "regression":
+            values = logits.squeeze(-1).cpu().tolist()
+        else:
+            values = logits.argmax(-1).cpu().tolist()
+        for i, value in zip(indices, values):
+            if run.task.type == "token":
+                value = [value[p] if p >= 0 else None for p in features[i]["word_positions"]]
+            outputs[i] = value
+    return outputs
+
+
+def word_predictions(run: Run, split: str, chunk_outputs: list) -> list[list[str]]:
+    """Reassemble the per-chunk word predictions into one tag sequence per sentence.
+    A word the tokenizer maps to no sub-word gets "O" (it cannot be predicted)."""
+    labels = run.task.labels
+    fallback = "O" if "O" in labels else labels[0]
+    sentences = [[fallback] * len(tokens) for tokens in column(run.task.splits[split], "tokens")]
+    for feature, predicted in zip(run.features[split], chunk_outputs):
+        for offset, tag_id in enumerate(predicted):
+            if tag_id is not None:
+                sentences[feature["sentence"]][feature["word_start"] + offset] = labels[tag_id]
+    return sentences
+
+
+def evaluate_split(run: Run, split: str) -> dict[str, float]:
+    """Scores of one labelled split through the task's shipped `evaluate` metric module."""
+    task = run.task
+    outputs = predict(run, split)
+    if task.type == "token":
+        labels = task.labels
+        gold = [[labels[t] for t in tags] for tags in column(task.splits[split], "tags")]
+        return compute_metric(task.info["metric"], None, word_predictions(run, split, outputs), gold)
+    return compute_metric(task.info["metric"], task.info["metric_config"], outputs, column(task.splits[split], "label"))
+
+
+def labelled_splits(task: Task, role: str) -> list[str]:
+    has = task.info.get("has_labels", {})
+    label_column = "tags" if task.type == "token" else "label"
+    return [s for s in task.splits_with_role(role)
+            if has.get(s, label_column in task.splits[s].column_names)]
+
+
+def evaluate_role(run: Run, role: str) -> tuple[dict | None, int]:
+    """Scores of the dev (or test) splits: {metric: value}, or {split: {metric: value}} when
+    there are several (MNLI matched / mismatched); None when no split has labels."""
+    splits = labelled_splits(run.task, role)
+    scores = {split: evaluate_split(run, split) for split in splits}
+    examples = sum(len(run.features[s]) for s in splits)
+    if not scores:
+        return None, 0
+    return (next(iter(scores.values())) if len(scores) == 1 else scores), examples
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+def main_score(dev: dict, metric: str) -> float:
+    """The dev main metric; with several dev sets, the first (MNLI: matched)."""
+    first = dev if all(not isinstance(v, dict) for v in dev.values()) else next(iter(dev.values()))
+    return first[metric]
+
+
+def save_outputs(run: Run, train_stats: dict, dev: dict, test: dict | None, eval_seconds: float,
+                 eval_examples: int) -> dict:
+    """Write metrics.json (atomically) and, with --save-model, the fine-tuned model dir."""
+    config = run.config
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if config.save_model:
+        with atomic_directory(output / "model") as tmp:
+            run.model.save_pretrained(tmp)
+            run.tokenizer.save_pretrained(tmp)
+    counts = count_parameters(run.model)
+    resolved = config.resolved()
+    metrics = {
+        "model": config.model,
+        "task": run.task.name,
+        "task_type": run.task.type,
+        "mode": config.mode,
+        "lr": config.lr,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "max_length": config.max_length,
+        "dev": dev,
+        "test": test,
+        "main_metric": run.task.info["main_metric"],
+        "main_value": main_score(dev, run.task.info["main_metric"]),
+        "trainable_params": counts["trainable"],
+        "total_params": counts["total"],
+        "unique_params": counts["unique"],
+        "train_seconds": train_stats["train_seconds"],
+        "eval_seconds": eval_seconds,
+        "train_examples_per_second": train_stats["train_examples"] / max(train_stats["train_seconds"], 1e-9),
+        "eval_examples_per_second": eval_examples / max(eval_seconds, 1e-9),
+        "train_steps": train_stats["steps"],
+        "final_train_loss": train_stats["final_loss"],
+        "device": str(run.device),
+        "config_hash": config_hash(resolved),
+        "config": resolved,
+    }
+    # NaN (e.g. Pearson of constant predictions) is written as JSON NaN, which Python reads back
+    write_json_atomic(output / "metrics.json", metrics)
+    return metrics
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Set up, train, evaluate on dev (and labelled test splits), save; returns the metrics."""
+    run = setup(config)
+    if "train" not in run.features or not labelled_splits(run.task, "dev"):
+        raise ConfigError(f"--task {config.task}: needs a labelled train split and a labelled dev split")
+    train_stats = train(run)
+    start = time.perf_counter()
+    dev, dev_examples = evaluate_role(run, "dev")
+    test, test_examples = evaluate_role(run, "test")
+    eval_seconds = time.perf_counter() - start
+    return save_outputs(run, train_stats, dev, test, eval_seconds, dev_examples + test_examples)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = FinetuneConfig(model="", task="")
+    parser.add_argument("--model", required=True, help="model dir (save_pretrained, with its tokenizer) or hub name")
+    parser.add_argument("--task", required=True, help="prepared task dir or task spec file")
+    parser.add_argument("--mode", choices=MODES, default=d.mode, help="full fine-tuning or adapter tuning")
+    parser.add_argument("--lr", type=float, required=True, help="peak learning rate")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--output", required=True, help="output dir (metrics.json; model/ with --save-model)")
+    parser.add_argument("--epochs", type=float, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    parser.add_argument("--max-length", type=int, default=d.max_length, help="max tokens per example (NER: per chunk)")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--warmup", type=float, default=d.warmup, help="ratio of the steps (< 1) or a number of steps")
+    parser.add_argument("--reduction-factor", type=int, default=d.reduction_factor,
+                        help="adapter bottleneck H/r for non-MiniALBERT encoders")
+    parser.add_argument("--bf16", choices=("auto", "true", "false"), default=d.bf16)
+    parser.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=d.threads, help="CPU threads for torch (default: all cores)")
+    parser.add_argument("--save-model", action="store_true", help="keep the fine-tuned model in OUTPUT/model")
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = finetune(config_from_args(args))
+    print(f"{metrics['task']} {metrics['mode']} lr={metrics['lr']} seed={metrics['seed']}: "
+          f"{metrics['main_metric']}={metrics['main_value']:.4f} -> {Path(args.output) / 'metrics.json'}")
+    return 0

@@ -1,0 +1,676 @@
+"""Downstream tasks: read them from where researchers keep them and write prepared task dirs.
+
+A task spec (YAML or JSON mapping) names a source and, where the source does not imply it, a
+type. Sources:
+  glue_hub     the nine GLUE tasks from the hub (`datasets.load_dataset("nyu-mll/glue", task)`)
+  glue_dir     a task dir in the original GLUE distribution layout (e.g. glue_data/MRPC)
+  bio_ner_dir  biomedical NER in BioBERT's layout (train.tsv, devel.tsv, test.tsv; token<TAB>tag)
+  hub_ner      a hub token-classification dataset (tokens + ner_tags with ClassLabel names)
+  files        custom CSV / JSON-lines files with declared text and label columns
+
+A prepared task dir holds raw text, not token ids, so each model's own tokenizer is applied at
+fine-tuning time (teacher, students and baselines may tokenize differently):
+  task.json  {name, type, source, main_metric, metric, metric_config, labels, splits}
+  <split>/   one `datasets.save_to_disk` dir per split: `text` (+ `text_pair`) + `label`, or
+             `tokens` + `tags` for token tasks; the label column is absent when a split has no
+             labels (GLUE test sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import datasets
+
+from minialbert.utils import ConfigError, atomic_directory, load_yaml, read_json, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+TASK_TYPES = ("single", "pair", "regression", "token")
+SOURCES = ("glue_hub", "glue_dir", "bio_ner_dir", "hub_ner", "files")
+TASK_FILE = "task.json"
+
+
+# --------------------------------------------------------------------------------------------
+# The GLUE table: in one place, which columns each task reads, its type, labels and metric.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GlueTask:
+    """How one GLUE task is read (hub and original-distribution layout) and scored."""
+
+    keys: tuple[str, str | None]  # hub column names of the first and second text
+    type: str  # single | pair | regression
+    labels: tuple[str, ...] | None  # hub ClassLabel names, in hub id order; None for regression
+    main_metric: str
+    # Original GLUE layout: the text/label columns by header name (None = header-less CoLA),
+    # the dev split files, and how raw label strings map onto `labels` (identity when absent).
+    dir_columns: tuple[str, str | None, str] | None
+    dir_dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
+    dir_test_files: dict[str, str] = field(default_factory=lambda: {"test": "test.tsv"})
+    dir_label_map: dict[str, str] | None = None
+
+
+_BINARY = {"0": 0, "1": 1}  # raw label -> index into labels, for the 0/1-labelled tasks
+
+
+def _binary(labels: tuple[str, str]) -> dict[str, str]:
+    return {raw: labels[i] for raw, i in _BINARY.items()}
+
+
+GLUE_TASKS: dict[str, GlueTask] = {
+    "cola": GlueTask(("sentence", None), "single", ("unacceptable", "acceptable"), "matthews_correlation",
+                     None, dir_label_map=_binary(("unacceptable", "acceptable"))),
+    "sst2": GlueTask(("sentence", None), "single", ("negative", "positive"), "accuracy",
+                     ("sentence", None, "label"), dir_label_map=_binary(("negative", "positive"))),
+    "mrpc": GlueTask(("sentence1", "sentence2"), "pair", ("not_equivalent", "equivalent"), "f1",
+                     ("#1 String", "#2 String", "Quality"), dir_label_map=_binary(("not_equivalent", "equivalent"))),
+    "stsb": GlueTask(("sentence1", "sentence2"), "regression", None, "pearson",
+                     ("sentence1", "sentence2", "score")),
+    "qqp": GlueTask(("question1", "question2"), "pair", ("not_duplicate", "duplicate"), "accuracy",
+                    ("question1", "question2", "is_duplicate"), dir_label_map=_binary(("not_duplicate", "duplicate"))),
+    "mnli": GlueTask(("premise", "hypothesis"), "pair", ("entailment", "neutral", "contradiction"), "accuracy",
+                     ("sentence1", "sentence2", "gold_label"),
+                     dir_dev_files={"dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"},
+                     dir_test_files={"test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"}),
+    "qnli": GlueTask(("question", "sentence"), "pair", ("entailment", "not_entailment"), "accuracy",
+                     ("question", "sentence", "label")),
+    "rte": GlueTask(("sentence1", "sentence2"), "pair", ("entailment", "not_entailment"), "accuracy",
+                    ("sentence1", "sentence2", "label")),
+    "wnli": GlueTask(("sentence1", "sentence2"), "pair", ("not_entailment", "entailment"), "accuracy",
+                     ("sentence1", "sentence2", "label"), dir_label_map=_binary(("not_entailment", "entailment"))),
+}
+# hub split name -> our split name
+GLUE_HUB_SPLITS = {
+    "train": "train", "validation": "dev", "test": "test",
+    "validation_matched": "dev_matched", "validation_mismatched": "dev_mismatched",
+    "test_matched": "test_matched", "test_mismatched": "test_mismatched",
+}
+MAIN_METRIC_BY_TYPE = {"single": "accuracy", "pair": "accuracy", "regression": "pearson", "token": "f1"}
+
+
+def split_role(split: str) -> str:
+    """train | dev | test, from a split name such as `dev_matched`."""
+    for role in ("train", "dev", "test"):
+        if split == role or split.startswith(role + "_"):
+            return role
+    raise ValueError(f"split {split!r}: expected a name starting with train, dev or test")
+
+
+# --------------------------------------------------------------------------------------------
+# Task spec
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TaskSpec:
+    """A validated task spec; `base_dir` resolves relative paths (the spec file's directory)."""
+
+    name: str
+    source: str
+    type: str | None = None
+    glue_task: str | None = None
+    path: str | None = None
+    hub: dict | None = None
+    files: dict | None = None
+    text_columns: list[str] | None = None
+    label_column: str | None = None
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    train_dev: bool = False
+    skip_malformed: bool = False  # GLUE dirs: skip (and count) lines with a wrong column count
+    main_metric: str | None = None
+    base_dir: str = "."
+    origin: str = "<task spec>"
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+_SPEC_FIELDS = {"name", "source", "type", "glue_task", "path", "hub", "files", "text_columns", "label_column",
+                "tokens_column", "tags_column", "train_dev", "skip_malformed", "main_metric"}
+
+
+def parse_task_spec(data: dict, origin: str = "<task spec>", base_dir: str | Path = ".") -> TaskSpec:
+    """Validate a task spec mapping; errors name `origin` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping, got {type(data).__name__}")
+    unknown = set(data) - _SPEC_FIELDS
+    if unknown:
+        raise ConfigError(f"{origin}: unknown field(s) {sorted(unknown)}; expected some of {sorted(_SPEC_FIELDS)}")
+    for key in ("name", "source"):
+        if not data.get(key):
+            raise ConfigError(f"{origin}: field '{key}' is required")
+    spec = TaskSpec(**data, base_dir=str(base_dir), origin=origin)
+    if spec.source not in SOURCES:
+        raise ConfigError(f"{origin}: field 'source' is {spec.source!r}; expected one of {list(SOURCES)}")
+    if spec.type is not None and spec.type not in TASK_TYPES:
+        raise ConfigError(f"{origin}: field 'type' is {spec.type!r}; expected one of {list(TASK_TYPES)}")
+    if spec.source in ("glue_hub", "glue_dir"):
+        glue = (spec.glue_task or "").lower().replace("-", "")
+        if glue not in GLUE_TASKS:
+            raise ConfigError(f"{origin}: field 'glue_task' is {spec.glue_task!r}; expected one of {list(GLUE_TASKS)}")
+        spec.glue_task = glue
+        if spec.type is not None and spec.type != GLUE_TASKS[glue].type:
+            raise ConfigError(f"{origin}: field 'type' is {spec.type!r} but GLUE task {glue} is {GLUE_TASKS[glue].type!r}")
+        spec.type = GLUE_TASKS[glue].type
+    if spec.source in ("glue_dir", "bio_ner_dir") and not spec.path:
+        raise ConfigError(f"{origin}: field 'path' is required for source {spec.source}")
+    if spec.source in ("bio_ner_dir", "hub_ner"):
+        if spec.type not in (None, "token"):
+            raise ConfigError(f"{origin}: field 'type' must be 'token' for source {spec.source}")
+        spec.type = "token"
+    if spec.source == "hub_ner" and not (isinstance(spec.hub, dict) and spec.hub.get("name")):
+        raise ConfigError(f"{origin}: field 'hub' must be a mapping with 'name' (and optional 'config')")
+    if spec.source == "files":
+        _check_files_spec(spec)
+    return spec
+
+
+def _check_files_spec(spec: TaskSpec) -> None:
+    origin = spec.origin
+    if not isinstance(spec.files, dict) or "train" not in spec.files:
+        raise ConfigError(f"{origin}: field 'files' must be a mapping with at least 'train' (and 'dev', 'test')")
+    for split in spec.files:
+        try:
+            split_role(split)
+        except ValueError as e:
+            raise ConfigError(f"{origin}: field 'files': {e}") from None
+    if spec.type is None:
+        raise ConfigError(f"{origin}: field 'type' is required for source files; expected one of {list(TASK_TYPES)}")
+    want = {"single": 1, "pair": 2, "regression": (1, 2), "token": 1}[spec.type]
+    cols = spec.text_columns
+    if not isinstance(cols, list) or len(cols) not in (want if isinstance(want, tuple) else (want,)):
+        raise ConfigError(f"{origin}: field 'text_columns' must list {want} column name(s) for type {spec.type}, got {cols!r}")
+    if not spec.label_column:
+        raise ConfigError(f"{origin}: field 'label_column' is required for source files")
+
+
+def load_task_spec(path: str | Path) -> TaskSpec:
+    """Read and validate a task spec file (YAML or JSON); relative paths are relative to it."""
+    path = Path(path)
+    data = read_json(path, "task spec") if path.suffix == ".json" else load_yaml(path)
+    return parse_task_spec(data, origin=str(path), base_dir=path.parent)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading sources: each reader returns {split: list of example dicts} with raw string labels
+# (token tasks: lists of tag strings); `_finalise` maps labels to ids from the training split.
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RawSplit:
+    """Examples of one split with raw (string or float) labels, plus the file they came from."""
+
+    examples: list[dict]
+    origin: str
+    has_labels: bool = True
+
+
+def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-empty line; quotes are NOT special (GLUE files contain bare quotes)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                rows.append((lineno, line.split("\t")))
+    if not rows:
+        raise ConfigError(f"{path}: empty file")
+    return rows
+
+
+def _glue_file(spec: TaskSpec, task: GlueTask, path: Path, has_labels_expected: bool) -> RawSplit:
+    """Read one file of the original GLUE distribution."""
+    rows = _read_tsv(path)
+    if task.dir_columns is None:  # CoLA: header-less source/label/star/sentence; test has a header
+        header = rows[0][1]
+        if header == ["index", "sentence"]:
+            return RawSplit([{"text": _field(path, ln, f, 1, 2)} for ln, f in rows[1:]], str(path), has_labels=False)
+        examples = []
+        for lineno, fields in rows:
+            _expect_columns(path, lineno, fields, 4)
+            examples.append({"text": fields[3], "label": task.dir_label_map.get(fields[1], fields[1])})
+        return RawSplit(examples, str(path))
+    header, body = rows[0][1], rows[1:]
+    first, second, label = task.dir_columns
+    position = {name: i for i, name in enumerate(header)}
+    for column in (first, second):
+        if column is not None and column not in position:
+            raise ConfigError(f"{path}: line 1: header lacks column {column!r} (GLUE {spec.glue_task} layout); header is {header}")
+    has_labels = label in position
+    if has_labels_expected and not has_labels:
+        raise ConfigError(f"{path}: line 1: header lacks label column {label!r} (GLUE {spec.glue_task} layout)")
+    examples, skipped = [], 0
+    for lineno, fields in body:
+        if spec.skip_malformed and len(fields) != len(header):
+            skipped += 1  # e.g. the few broken lines of some QQP copies; only when the spec asks
+            continue
+        _expect_columns(path, lineno, fields, len(header))
+        example = {"text": fields[position[first]]}
+        if second is not None:
+            example["text_pair"] = fields[position[second]]
+        if has_labels:
+            raw = fields[position[label]]
+            example["label"] = _parse_float(path, lineno, raw) if task.type == "regression" else \
+                (task.dir_label_map or {}).get(raw, raw)
+        examples.append(example)
+    if skipped:
+        logger.warning("%s: skipped %d line(s) without %d columns (skip_malformed)", path, skipped, len(header))
+    if not examples:
+        raise ConfigError(f"{path}: no examples after the header")
+    return RawSplit(examples, str(path), has_labels)
+
+
+def _field(path: Path, lineno: int, fields: list[str], index: int, expected: int) -> str:
+    _expect_columns(path, lineno, fields, expected)
+    return fields[index]
+
+
+def _expect_columns(path: Path, lineno: int, fields: list[str], expected: int) -> None:
+    if len(fields) != expected:
+        raise ConfigError(f"{path}: line {lineno}: expected {expected} tab-separated columns, found {len(fields)}")
+
+
+def _parse_float(path: Path | str, lineno: int, raw: Any) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: line {lineno}: label {raw!r} is not a number (regression task)") from None
+
+
+def read_glue_dir(spec: TaskSpec) -> dict[str, RawSplit]:
+    """The GLUE task dir in the original distribution layout: train.tsv, dev*.tsv, optional test*.tsv."""
+    task = GLUE_TASKS[spec.glue_task]
+    root = spec.resolve(spec.path)
+    if not root.is_dir():
+        raise ConfigError(f"{spec.origin}: field 'path': {root} is not a directory")
+    splits = {"train": _glue_file(spec, task, root / "train.tsv", True)}
+    for split, name in task.dir_dev_files.items():
+        splits[split] = _glue_file(spec, task, root / name, True)
+    for split, name in task.dir_test_files.items():
+        if (root / name).is_file():  # test labels are unreleased: optional, usually unlabelled
+            splits[split] = _glue_file(spec, task, root / name, False)
+    return splits
+
+
+def read_glue_hub(spec: TaskSpec) -> dict[str, RawSplit]:
+    """A GLUE task from the hub (nyu-mll/glue); label -1 marks the unlabelled test sets."""
+    task = GLUE_TASKS[spec.glue_task]
+    hub = spec.hub or {}
+    name = hub.get("name", "nyu-mll/glue")
+    dsd = datasets.load_dataset(name, hub.get("config", spec.glue_task))
+    splits = {}
+    for hub_split, dataset in dsd.items():
+        if hub_split not in GLUE_HUB_SPLITS:
+            continue
+        origin = f"{name}[{spec.glue_task}]/{hub_split}"
+        first, second = task.keys
+        for column in (first, second, "label"):
+            if column is not None and column not in dataset.column_names:
+                raise ConfigError(f"{origin}: missing column {column!r}; has {dataset.column_names}")
+        # whole columns at once: row-by-row iteration is slow on QQP/MNLI-sized splits
+        texts = list(dataset[first])
+        pairs = list(dataset[second]) if second is not None else None
+        raw_labels = list(dataset["label"])
+        labelled = all(raw is not None and raw != -1 for raw in raw_labels)  # -1: unreleased test labels
+        examples = []
+        for i, text in enumerate(texts):
+            example = {"text": text}
+            if pairs is not None:
+                example["text_pair"] = pairs[i]
+            if labelled:
+                raw = raw_labels[i]
+                example["label"] = float(raw) if task.type == "regression" else \
+                    (task.labels[raw] if 0 <= raw < len(task.labels) else str(raw))
+            examples.append(example)
+        splits[GLUE_HUB_SPLITS[hub_split]] = RawSplit(examples, origin, labelled)
+    if "train" not in splits:
+        raise ConfigError(f"{name}[{spec.glue_task}]: no train split; splits are {list(dsd)}")
+    return splits
+
+
+def read_conll_file(path: Path) -> RawSplit:
+    """BioBERT/CoNLL-style token file: `token<TAB>tag` per line, a blank line between sentences."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    sentences, tokens, tags = [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                if tokens:
+                    sentences.append({"tokens": tokens, "tags": tags})
+                    tokens, tags = [], []
+                continue
+            if line.startswith("-DOCSTART-"):  # CoNLL document marker, not a sentence
+                continue
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise ConfigError(f"{path}: line {lineno}: expected 'token<TAB>tag' (2 columns), found {len(fields)}")
+            token, tag = fields[0].strip(), fields[1].strip()
+            if not token:
+                raise ConfigError(f"{path}: line {lineno}: tag {tag!r} without a token")
+            if not tag:
+                raise ConfigError(f"{path}: line {lineno}: token {token!r} without a tag")
+            tokens.append(token)
+            tags.append(tag)
+    if tokens:
+        sentences.append({"tokens": tokens, "tags": tags})
+    if not sentences:
+        raise ConfigError(f"{path}: empty file (no sentences)")
+    return RawSplit(sentences, str(path))
+
+
+def read_bio_ner_dir(spec: TaskSpec) -> dict[str, RawSplit]:
+    """BioBERT NER dir. train_dev.tsv (= train followed by devel) is used for training when the
+    spec says `train_dev: true` or when train.tsv is absent; dev scores are then optimistic."""
+    root = spec.resolve(spec.path)
+    if not root.is_dir():
+        raise ConfigError(f"{spec.origin}: field 'path': {root} is not a directory")
+    train = root / "train.tsv"
+    if spec.train_dev or not train.is_file():
+        if (root / "train_dev.tsv").is_file():
+            if not spec.train_dev:
+                logger.warning("%s: no train.tsv; training on train_dev.tsv (includes devel: dev scores are optimistic)", root)
+            train = root / "train_dev.tsv"
+        elif spec.train_dev:
+            raise ConfigError(f"{spec.origin}: field 'train_dev' is true but {root / 'train_dev.tsv'} does not exist")
+    splits = {"train": read_conll_file(train)}
+    dev = next((root / n for n in ("devel.tsv", "dev.tsv") if (root / n).is_file()), None)
+    if dev is None:
+        raise ConfigError(f"{root}: no devel.tsv (or dev.tsv) in the BioBERT NER layout")
+    splits["dev"] = read_conll_file(dev)
+    if (root / "test.tsv").is_file():
+        splits["test"] = read_conll_file(root / "test.tsv")
+    return splits
+
+
+def read_hub_ner(spec: TaskSpec) -> dict[str, RawSplit]:
+    """A hub token-classification dataset: a tokens column and a tags column of ClassLabel ids."""
+    hub = spec.hub
+    dsd = datasets.load_dataset(hub["name"], hub.get("config"))
+    splits = {}
+    for hub_split, dataset in dsd.items():
+        split = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}.get(hub_split)
+        if split is None:
+            continue
+        origin = f"{hub['name']}/{hub_split}"
+        for column in (spec.tokens_column, spec.tags_column):
+            if column not in dataset.column_names:
+                raise ConfigError(f"{origin}: missing column {column!r} (spec fields tokens_column/tags_column); has {dataset.column_names}")
+        feature = dataset.features[spec.tags_column]
+        names = getattr(getattr(feature, "feature", None), "names", None)
+        if names is None:
+            raise ConfigError(f"{origin}: column {spec.tags_column!r} is not a sequence of ClassLabel (tag names unknown)")
+        examples = [{"tokens": list(row[spec.tokens_column]), "tags": [names[t] for t in row[spec.tags_column]]}
+                    for row in dataset]
+        splits[split] = RawSplit(examples, origin)
+    if "train" not in splits or "dev" not in splits:
+        raise ConfigError(f"{hub['name']}: expected train and validation splits; has {list(dsd)}")
+    return splits
+
+
+def read_files(spec: TaskSpec) -> dict[str, RawSplit]:
+    """Custom CSV or JSON-lines files (by extension: .csv, .tsv, .jsonl/.json)."""
+    return {split: _read_table_file(spec, spec.resolve(path), split) for split, path in spec.files.items()}
+
+
+def _read_table_file(spec: TaskSpec, path: Path, split: str) -> RawSplit:
+    if not path.is_file():
+        raise ConfigError(f"{spec.origin}: field 'files.{split}': {path} not found")
+    rows = list(_iter_jsonl(path) if path.suffix in (".jsonl", ".json") else _iter_csv(path))
+    if not rows:
+        raise ConfigError(f"{path}: empty file")
+    required = list(spec.text_columns)
+    has_labels = spec.label_column in rows[0][1]
+    if split_role(split) != "test" and not has_labels:
+        raise ConfigError(f"{path}: line {rows[0][0]}: no label column {spec.label_column!r} (spec field label_column)")
+    examples = []
+    for lineno, row in rows:
+        for column in required + ([spec.label_column] if has_labels else []):
+            if column not in row or row[column] is None:
+                raise ConfigError(f"{path}: line {lineno}: missing column {column!r}")
+        if spec.type == "token":
+            examples.append(_token_row(path, lineno, row, spec, has_labels))
+            continue
+        example = {"text": str(row[required[0]])}
+        if len(required) == 2:
+            example["text_pair"] = str(row[required[1]])
+        if has_labels:
+            raw = row[spec.label_column]
+            example["label"] = _parse_float(path, lineno, raw) if spec.type == "regression" else str(raw)
+        examples.append(example)
+    return RawSplit(examples, str(path), has_labels)
+
+
+def _token_row(path: Path, lineno: int, row: dict, spec: TaskSpec, has_labels: bool) -> dict:
+    tokens = row[spec.text_columns[0]]
+    tags = row[spec.label_column] if has_labels else None
+    if not isinstance(tokens, list) or (has_labels and not isinstance(tags, list)):
+        raise ConfigError(f"{path}: line {lineno}: token tasks need lists of tokens and tags (JSON lines)")
+    if has_labels and len(tokens) != len(tags):
+        raise ConfigError(f"{path}: line {lineno}: {len(tokens)} tokens but {len(tags)} tags")
+    for token in tokens:
+        if not str(token).strip():
+            raise ConfigError(f"{path}: line {lineno}: a tag without a token (empty token)")
+    example = {"tokens": [str(t) for t in tokens]}
+    if has_labels:
+        example["tags"] = [str(t) for t in tags]
+    return example
+
+
+def _iter_csv(path: Path) -> Iterable[tuple[int, dict]]:
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            return
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise ConfigError(f"{path}: line {reader.line_num}: expected {len(header)} columns, found {len(fields)}")
+            yield reader.line_num, dict(zip(header, fields))
+
+
+def _iter_jsonl(path: Path) -> Iterable[tuple[int, dict]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+READERS = {
+    "glue_hub": read_glue_hub,
+    "glue_dir": read_glue_dir,
+    "bio_ner_dir": read_bio_ner_dir,
+    "hub_ner": read_hub_ner,
+    "files": read_files,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Labels and the prepared task
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """A task ready for fine-tuning: its metadata (task.json) and one Dataset per split."""
+
+    info: dict
+    splits: dict[str, datasets.Dataset]
+
+    @property
+    def name(self) -> str:
+        return self.info["name"]
+
+    @property
+    def type(self) -> str:
+        return self.info["type"]
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.info["labels"]
+
+    def splits_with_role(self, role: str) -> list[str]:
+        return [s for s, r in self.info["splits"].items() if r == role]
+
+
+def _order_labels(labels: set[str], spec: TaskSpec) -> list[str]:
+    """Deterministic label order: the GLUE table's order (so F1's positive class is right),
+    tags with O first then grouped by entity type, otherwise sorted."""
+    if spec.glue_task:
+        table = GLUE_TASKS[spec.glue_task].labels
+        return [label for label in table if label in labels]
+    if spec.type == "token":
+        return sorted(labels, key=lambda t: (t != "O", t[2:] if t[1:2] == "-" else t, t))
+    return sorted(labels)
+
+
+def _collect_labels(split: RawSplit, type_: str) -> set[str]:
+    if type_ == "token":
+        return {tag for example in split.examples for tag in example["tags"]}
+    return {example["label"] for example in split.examples}
+
+
+def _label_set(splits: dict[str, RawSplit], spec: TaskSpec) -> list[str] | None:
+    """The label set of the training split; checks every other split uses only those labels."""
+    if spec.type == "regression":
+        return None
+    train = splits["train"]
+    seen = _collect_labels(train, spec.type)
+    if spec.glue_task:
+        unknown = seen - set(GLUE_TASKS[spec.glue_task].labels)
+        if unknown:
+            raise ConfigError(f"{train.origin}: label(s) {sorted(unknown)} are not GLUE {spec.glue_task} labels "
+                              f"{list(GLUE_TASKS[spec.glue_task].labels)} (nor their raw forms)")
+    labels = _order_labels(seen, spec)
+    if len(labels) < 2 and spec.type != "token":
+        raise ConfigError(f"{train.origin}: only {len(labels)} distinct label(s) {labels} in the training split; need at least 2")
+    for split_name, split in splits.items():
+        if split_name == "train" or not split.has_labels:
+            continue
+        unseen = _collect_labels(split, spec.type) - seen
+        if unseen:
+            raise ConfigError(f"{split.origin}: label {sorted(unseen)[0]!r} never occurs in the training split "
+                              f"({train.origin}); training labels are {labels}")
+    return labels
+
+
+def _to_dataset(split: RawSplit, type_: str, labels: list[str] | None) -> datasets.Dataset:
+    """Arrow dataset with label ids (int), scores (float), or tag ids; no label column when unlabelled."""
+    index = {label: i for i, label in enumerate(labels or [])}
+    if type_ == "token":
+        features = {"tokens": datasets.Sequence(datasets.Value("string"))}
+        columns = {"tokens": [e["tokens"] for e in split.examples]}
+        if split.has_labels:
+            features["tags"] = datasets.Sequence(datasets.Value("int64"))
+            columns["tags"] = [[index[t] for t in e["tags"]] for e in split.examples]
+    else:
+        features = {"text": datasets.Value("string")}
+        columns = {"text": [e["text"] for e in split.examples]}
+        if "text_pair" in split.examples[0]:
+            features["text_pair"] = datasets.Value("string")
+            columns["text_pair"] = [e["text_pair"] for e in split.examples]
+        if split.has_labels:
+            if type_ == "regression":
+                features["label"] = datasets.Value("float32")
+                columns["label"] = [float(e["label"]) for e in split.examples]
+            else:
+                features["label"] = datasets.Value("int64")
+                columns["label"] = [index[e["label"]] for e in split.examples]
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+def build_task(spec: TaskSpec) -> Task:
+    """Read a task from its source into memory (labels mapped to ids from the training split)."""
+    raw = READERS[spec.source](spec)
+    if spec.source in ("bio_ner_dir", "hub_ner", "files") and spec.type is None:
+        spec.type = "token"
+    labels = _label_set(raw, spec)
+    if spec.glue_task:
+        metric, metric_config = "glue", spec.glue_task
+        main_metric = spec.main_metric or GLUE_TASKS[spec.glue_task].main_metric
+    elif spec.type == "token":
+        metric, metric_config, main_metric = "seqeval", None, spec.main_metric or "f1"
+    else:
+        metric = "glue"
+        metric_config = "regression" if spec.type == "regression" else "classification"
+        main_metric = spec.main_metric or MAIN_METRIC_BY_TYPE[spec.type]
+    splits = {name: _to_dataset(split, spec.type, labels) for name, split in raw.items()}
+    info = {
+        "name": spec.name,
+        "type": spec.type,
+        "source": spec.source,
+        "glue_task": spec.glue_task,
+        "main_metric": main_metric,
+        "metric": metric,
+        "metric_config": metric_config,
+        "labels": labels,
+        "splits": {name: split_role(name) for name in splits},
+        "has_labels": {name: split.has_labels for name, split in raw.items()},
+        "origins": {name: split.origin for name, split in raw.items()},
+    }
+    return Task(info, splits)
+
+
+def save_task(task: Task, output: str | Path) -> Path:
+    """Write a prepared task dir atomically (task.json + one Arrow dir per split)."""
+    output = Path(output)
+    with atomic_directory(output) as tmp:
+        for name, dataset in task.splits.items():
+            dataset.save_to_disk(str(tmp / name))
+        write_json_atomic(tmp / TASK_FILE, task.info)
+    return output
+
+
+def prepare_task(spec: TaskSpec | str | Path, output: str | Path) -> Path:
+    """Read a task from its source and write the prepared task dir."""
+    if not isinstance(spec, TaskSpec):
+        spec = load_task_spec(spec)
+    return save_task(build_task(spec), output)
+
+
+def load_task(path: str | Path) -> Task:
+    """A prepared task dir, or a task spec file (read from its source on the fly)."""
+    path = Path(path)
+    if path.is_dir():
+        info = read_json(path / TASK_FILE, "prepared task description (task.json)")
+        splits = {}
+        for name in info.get("splits", {}):
+            if not (path / name).is_dir():
+                raise ConfigError(f"{path}: split dir {name!r} listed in task.json is missing")
+            splits[name] = datasets.load_from_disk(str(path / name))
+        return Task(info, splits)
+    if path.is_file():
+        return build_task(load_task_spec(path))
+    raise ConfigError(f"{path}: not a prepared task dir nor a task spec file")
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: minialbert prepare-task --spec FILE --output DIR
+# --------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", required=True, help="task spec file (YAML or JSON)")
+    parser.add_argument("--output", required=True, help="prepared task dir to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    task = build_task(load_task_spec(args.spec))
+    save_task(task, args.output)
+    sizes = ", ".join(f"{name}: {len(ds)}" for name, ds in task.splits.items())
+    print(f"prepared task {task.name} ({task.type}; {sizes}) -> {args.output}")
+    return 0

@@ -1,0 +1,294 @@
+"""Fine-tuning end to end on tiny random models (BERT and MiniALBERT): classification,
+regression and NER, full and adapter tuning; NER chunking scores every word."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from minialbert import finetune as ft
+from minialbert.cli import main as cli_main
+from minialbert.tasks import build_task, parse_task_spec
+
+WORDS = ("the a film movie good bad great awful plot acting is was not very really fun dull "
+         "aspirin naloxone delirium caused reverses clonidine patients with cancer disease "
+         "man woman plays guitar flute sings dog runs park").split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# sub-word pieces so that some words split into several tokens
+PIECES = ["asp", "##irin", "nal", "##ox", "##one", "##s", "##ing", ".", ","]
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: the test machine's cores are shared, and oversubscribed threads spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+EXPECTED_KEYS = {"model", "task", "task_type", "mode", "lr", "seed", "epochs", "batch_size", "dev", "test",
+                 "main_metric", "main_value", "trainable_params", "total_params", "unique_params", "train_seconds",
+                 "eval_seconds", "train_examples_per_second", "eval_examples_per_second", "config_hash", "config"}
+
+
+def make_tokenizer():
+    from transformers import BertTokenizerFast
+
+    tokens = list(dict.fromkeys(SPECIAL + WORDS + PIECES))
+    return BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory) -> Path:
+    from transformers import BertConfig, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("bert")
+    tokenizer = make_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def minialbert_dir(tmp_path_factory) -> Path:
+    from minialbert import MiniAlbertConfig, MiniAlbertForMaskedLM
+
+    out = tmp_path_factory.mktemp("minialbert")
+    tokenizer = make_tokenizer()
+    torch.manual_seed(0)
+    config = MiniAlbertConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=16, num_hidden_layers=3,
+                              num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
+                              use_adapter=False, reduction_factor=4)
+    MiniAlbertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def task_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Small GLUE-layout SST-2 and STS-B dirs and a BioBERT-layout NER dir, with spec files."""
+    root = tmp_path_factory.mktemp("tasks")
+    rng = random.Random(0)
+    sst = root / "SST-2"
+    sst.mkdir()
+    for split, n in (("train", 24), ("dev", 10)):
+        rows = ["sentence\tlabel"] + [f"{sentence(rng, rng.randint(3, 12))}\t{i % 2}" for i in range(n)]
+        (sst / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    sts = root / "STS-B"
+    sts.mkdir()
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    for split, n in (("train", 20), ("dev", 8)):
+        rows = [header] + [f"{i}\tmain\tMSRvid\t2012\t{i:04d}\tnone\tnone\t{sentence(rng, 5)}\t{sentence(rng, 6)}\t"
+                           f"{rng.uniform(0, 5):.3f}" for i in range(n)]
+        (sts / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    ner = root / "NER"
+    ner.mkdir()
+    for split, n in (("train", 12), ("devel", 6), ("test", 6)):
+        lines = []
+        for _ in range(n):
+            for _ in range(rng.randint(2, 9)):
+                word = rng.choice(WORDS)
+                tag = "B-Chemical" if word in ("aspirin", "naloxone", "clonidine") else "O"
+                lines.append(f"{word}\t{tag}")
+            lines.append("")
+        (ner / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    specs = {
+        "sst2": {"name": "sst2", "source": "glue_dir", "glue_task": "sst2", "path": str(sst)},
+        "stsb": {"name": "stsb", "source": "glue_dir", "glue_task": "stsb", "path": str(sts)},
+        "ner": {"name": "ner", "source": "bio_ner_dir", "path": str(ner)},
+    }
+    for name, spec in specs.items():
+        (root / f"{name}.json").write_text(json.dumps(spec))
+    return {name: root / f"{name}.json" for name in specs}
+
+
+def run_cli(model: Path, task: Path, out: Path, mode: str = "full", *extra: str) -> dict:
+    args = ["finetune", "--model", str(model), "--task", str(task), "--mode", mode, "--lr", "1e-3", "--seed", "3",
+            "--output", str(out), "--epochs", "2", "--batch-size", "4", "--max-length", "32", "--warmup", "0.1", *extra]
+    assert cli_main(args) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("task, metric", [("sst2", "accuracy"), ("stsb", "pearson"), ("ner", "f1")])
+@pytest.mark.parametrize("mode", ["full", "adapter"])
+def test_finetune_bert_writes_complete_metrics(bert_dir, task_dirs, tmp_path, task, metric, mode):
+    metrics = run_cli(bert_dir, task_dirs[task], tmp_path / "out", mode)
+    assert EXPECTED_KEYS <= set(metrics)
+    assert metrics["main_metric"] == metric and metrics["main_value"] == metrics["dev"][metric]
+    assert metrics["mode"] == mode and metrics["task"] == task and metrics["seed"] == 3
+    assert 0 < metrics["trainable_params"] <= metrics["unique_params"] <= metrics["total_params"]
+    if mode == "adapter":
+        assert metrics["trainable_params"] < metrics["unique_params"] / 2
+    if task == "ner":  # BioBERT test.tsv has labels; GLUE test sets do not
+        assert set(metrics["test"]) == {"precision", "recall", "f1", "accuracy"}
+    else:
+        assert metrics["test"] is None
+    assert not (tmp_path / "out" / "model").exists()  # weights only with --save-model
+
+
+@pytest.mark.parametrize("task, mode", [("sst2", "full"), ("stsb", "adapter"), ("ner", "full"), ("ner", "adapter")])
+def test_finetune_minialbert(minialbert_dir, task_dirs, tmp_path, task, mode):
+    metrics = run_cli(minialbert_dir, task_dirs[task], tmp_path / "out", mode)
+    assert EXPECTED_KEYS <= set(metrics)
+    assert metrics["total_params"] > metrics["unique_params"]  # the shared layer runs 3 times
+    if mode == "adapter":
+        assert metrics["trainable_params"] < metrics["unique_params"] / 2
+
+
+def test_finetune_is_deterministic_and_saves_model(bert_dir, task_dirs, tmp_path):
+    a = run_cli(bert_dir, task_dirs["sst2"], tmp_path / "a", "full", "--save-model")
+    b = run_cli(bert_dir, task_dirs["sst2"], tmp_path / "b", "full")
+    assert a["dev"] == b["dev"] and a["final_train_loss"] == b["final_train_loss"]
+    assert a["config_hash"] == b["config_hash"]
+    from transformers import AutoModelForSequenceClassification
+
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "a" / "model")
+    assert saved.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_generic_adapters_are_near_identity_and_structural(bert_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=2).eval()
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    before = model(**batch).logits
+    ft.prepare_adapter_tuning(model, reduction_factor=4)
+    after = model(**batch).logits
+    torch.testing.assert_close(before, after)  # zero-initialised up-projections
+    adapters = [m for m in model.modules() if isinstance(m, ft.HoulsbyAdapter)]
+    assert len(adapters) == 2 * model.config.num_hidden_layers
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".adapter." in n or n.startswith("classifier.") for n in trainable)
+    assert isinstance(model.bert.encoder.layer[0].attention.output.dense, ft.AdaptedLinear)
+    assert isinstance(model.bert.encoder.layer[0].output.dense, ft.AdaptedLinear)
+
+
+def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
+    """A sentence far longer than --max-length is split into chunks; predictions come back for
+    every word, in order, and the words with several sub-words are scored once."""
+    d = tmp_path / "NER"
+    d.mkdir()
+    words = (["aspirining", "naloxones", "the", "dog"] * 15)[:57]  # the first two: 2 sub-words each
+    tags = ["B-Chemical" if w.startswith(("asp", "nal")) else "O" for w in words]
+    body = "\n".join(f"{w}\t{t}" for w, t in zip(words, tags)) + "\n"
+    for name in ("train.tsv", "devel.tsv"):
+        (d / name).write_text(body)
+    task = build_task(parse_task_spec({"name": "ner", "source": "bio_ner_dir", "path": str(d)}))
+    config = ft.FinetuneConfig(model=str(bert_dir), task="", max_length=16, eval_batch_size=3)
+    tokenizer = ft.load_tokenizer(config)
+    features = ft.encode_words(task, "devel" if "devel" in task.splits else "dev", tokenizer, 16)
+    assert sum(len(f["input_ids"]) - 2 for f in features) > len(words)  # sub-words were split
+    assert len(features) > 5 and all(len(f["input_ids"]) <= 16 for f in features)
+    covered = [f["word_start"] + i for f in features for i in range(len(f["word_positions"]))]
+    assert covered == list(range(len(words)))  # every word in exactly one chunk, in order
+    scored = sum(sum(label != ft.IGNORE_INDEX for label in f["labels"]) for f in features)
+    assert scored == len(words)  # one label per word (its first sub-word), not per sub-word
+
+    # An oracle model that returns the gold label at each labelled position: F1 must be 1.0
+    class Oracle(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            logits = torch.zeros(*input_ids.shape, 3)
+            for row, ids in enumerate(input_ids.tolist()):
+                for pos, token in enumerate(ids):
+                    logits[row, pos, 1 if tokenizer.convert_ids_to_tokens(token) in ("aspirin", "naloxone") else 0] = 1
+            return type("Out", (), {"logits": logits})()
+
+    run = ft.Run(config, task, tokenizer, Oracle(), torch.device("cpu"), {"dev": features},
+                 ft.make_collator(tokenizer, "token"), ("input_ids", "attention_mask"), None)
+    scores = ft.evaluate_split(run, "dev")
+    assert scores["f1"] == 1.0 and scores["accuracy"] == 1.0
+
+
+def test_chunk_words():
+    assert ft.chunk_words([1, 2, 3, 1], 3) == [(0, 2), (2, 3), (3, 4)]
+    assert ft.chunk_words([5, 1], 3) == [(0, 1), (1, 2)]  # an over-long word gets a chunk alone
+    assert ft.chunk_words([], 3) == []
+
+
+def test_length_grouped_batches_cover_everything():
+    lengths = [random.Random(i).randint(1, 100) for i in range(103)]
+    batches = ft.length_grouped_batches(lengths, 8, random.Random(0), group_factor=4)
+    assert sorted(i for b in batches for i in b) == list(range(103))
+    assert batches == ft.length_grouped_batches(lengths, 8, random.Random(0), group_factor=4)
+    assert ft.warmup_steps(0.1, 95) == 10 and ft.warmup_steps(7, 95) == 7
+
+
+def test_bad_arguments_are_config_errors(bert_dir, task_dirs, tmp_path, capsys):
+    args = ["finetune", "--model", str(tmp_path / "nope"), "--task", str(task_dirs["sst2"]), "--lr", "1e-3",
+            "--output", str(tmp_path / "o")]
+    assert cli_main(args) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_finetune_mnli_scores_both_dev_sets(bert_dir, tmp_path):
+    """MNLI in the GLUE layout: dev holds dev_matched and dev_mismatched; main value = matched."""
+    rng = random.Random(1)
+    d = tmp_path / "MNLI"
+    d.mkdir()
+    head = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+            "sentence1_parse", "sentence2_parse", "sentence1", "sentence2"]
+    gold = ["entailment", "neutral", "contradiction"]
+    for name, n in (("train.tsv", 12), ("dev_matched.tsv", 6), ("dev_mismatched.tsv", 5)):
+        rows = ["\t".join(head + ["label1", "gold_label"])]
+        rows += ["\t".join([str(i), "1", f"{i}e", "fiction", "(x)", "(y)", "(x)", "(y)", sentence(rng, 6),
+                            sentence(rng, 4), gold[i % 3], gold[i % 3]]) for i in range(n)]
+        (d / name).write_text("\n".join(rows) + "\n")
+    spec = tmp_path / "mnli.yaml"
+    spec.write_text(f"name: mnli\nsource: glue_dir\nglue_task: mnli\npath: {d}\n")
+    metrics = run_cli(bert_dir, spec, tmp_path / "out", "full", "--epochs", "1")
+    assert set(metrics["dev"]) == {"dev_matched", "dev_mismatched"}
+    assert metrics["main_value"] == metrics["dev"]["dev_matched"]["accuracy"] and metrics["test"] is None
+
+
+def test_finetune_custom_jsonl_prepared_dir(bert_dir, tmp_path):
+    """A custom JSON-lines pair task, prepared first (prepare-task), then fine-tuned from the dir."""
+    rng = random.Random(2)
+    for split, n in (("train", 10), ("dev", 4)):
+        rows = [json.dumps({"q": sentence(rng, 4), "a": sentence(rng, 5), "y": ["no", "yes", "maybe"][i % 3]})
+                for i in range(n)]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "qa.yaml").write_text("name: qa\nsource: files\ntype: pair\ntext_columns: [q, a]\nlabel_column: y\n"
+                                      "files: {train: train.jsonl, dev: dev.jsonl}\n")
+    assert cli_main(["prepare-task", "--spec", str(tmp_path / "qa.yaml"), "--output", str(tmp_path / "qa")]) == 0
+    metrics = run_cli(bert_dir, tmp_path / "qa", tmp_path / "out", "adapter", "--epochs", "1", "--scheduler", "cosine")
+    assert set(metrics["dev"]) == {"accuracy", "f1_macro", "matthews_correlation"}
+    assert metrics["config"]["scheduler"] == "cosine"
+
+
+@pytest.mark.parametrize("family", ["distilbert", "albert"])
+def test_generic_adapters_find_other_encoders_by_structure(family):
+    """DistilBERT (q_lin/k_lin/v_lin/out_lin, lin1/lin2) and hub ALBERT (one shared layer
+    inside layer groups): adapters land on the output projections, the model is unchanged."""
+    import transformers
+
+    if family == "distilbert":
+        config = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32, num_labels=3)
+        model = transformers.DistilBertForSequenceClassification(config)
+        expected = {"distilbert.transformer.layer.0.attention.out_lin", "distilbert.transformer.layer.0.ffn.lin2",
+                    "distilbert.transformer.layer.1.attention.out_lin", "distilbert.transformer.layer.1.ffn.lin2"}
+    else:
+        config = transformers.AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=3,
+                                           num_attention_heads=2, intermediate_size=32, num_labels=3)
+        model = transformers.AlbertForSequenceClassification(config)
+        prefix = "albert.encoder.albert_layer_groups.0.albert_layers.0."
+        expected = {prefix + "attention.dense", prefix + "ffn_output"}
+    model.eval()
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    before = model(input_ids=ids).logits
+    ft.prepare_adapter_tuning(model, reduction_factor=4)
+    torch.testing.assert_close(model(input_ids=ids).logits, before)
+    wrapped = {name for name, m in model.named_modules() if isinstance(m, ft.AdaptedLinear)}
+    assert wrapped == expected
+    frozen_base = all(not p.requires_grad for n, p in model.base_model.named_parameters() if ".adapter." not in n)
+    assert frozen_base and any(p.requires_grad for p in model.classifier.parameters())
