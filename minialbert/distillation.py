@@ -1,0 +1,425 @@
+"""The MiniALBERT distillation objective (REFERENCE section 3), computed only as far as needed.
+
+    total = w_mlm MLM + w_att ATT + w_hid HID + w_out OUT + w_emb EMB
+    (paper: 1, 3, 3, 5, 0; student recursion i matched to teacher layer (i+1)*T/S - 1)
+
+With the authors' exact normalisations (these set the effective weights):
+- MLM: cross-entropy of the student's MLM logits, mean over labelled (masked) positions.
+- ATT: per matched layer, KL(t_row || s_row) summed over keys, summed over the (batch, head,
+  query) rows whose query is not padding, divided by (rows x padded sequence length), i.e.
+  KLDivLoss(reduction="mean") on log(s + 1e-12) against t + 1e-12; summed over layers.
+- HID: per matched layer, mean over non-padding tokens of 1 - cos(student, teacher); summed.
+- OUT: KL(softmax(t/T) || softmax(s/T)) of the MLM logits summed over the vocabulary,
+  averaged over labelled positions, times T^2.
+- EMB: like HID, between student hidden state 0 (projected embeddings) and the teacher's
+  embedding output.
+
+How it is made fast (REFERENCE sections 6 and 7), without changing a single value:
+- The teacher runs in eval mode under no_grad with its default (SDPA) attention. Attention
+  probabilities are produced only for the matched teacher layers: forward hooks keep those
+  layers' query/key projections, and softmax(QK^T / sqrt(d) + mask) is recomputed from them
+  (transformers 5.x silently returns *no* attentions from SDPA, so asking for them would make
+  ATT zero; the tests compare against eager attention).
+- MLM heads (the H x V projection dominates the cost at BERT vocabularies) run only at the
+  labelled positions: the encoders' last hidden states are gathered at those positions and
+  the heads applied there. MLM and OUT only ever read those positions, so values are equal.
+- No masked_select / boolean indexing: padding and unlabelled positions are excluded by
+  masked sums over static-shape tensors. The labelled positions come as a fixed-length index
+  vector padded with -1 (`masked_positions`, built on the CPU by the training collator; if a
+  batch lacks it, it is derived from `labels` here).
+
+Students that differ from the paper:
+- hidden size != teacher's: HID and EMB compare `Linear(H_s, H_t)(student)` with the teacher;
+  these projections are trained with the student (see `DistillationModule`) and are not part
+  of the saved student.
+- head count != teacher's: ATT compares head-averaged attention maps (one map per layer;
+  rows are then counted once per query, not per head).
+
+The no-distillation baseline is `weights` with only `mlm > 0`: the teacher is not run at all
+and the returned dict holds only `mlm` and `total`. Otherwise every component is returned;
+those with weight 0 are computed without gradient (reported, not trained), except that a
+term needing a projection that was not created (weight 0, sizes differ) is left out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+COMPONENTS = ("mlm", "attention", "hidden", "output", "embedding")
+PAPER_WEIGHTS: dict[str, float] = {"mlm": 1.0, "attention": 3.0, "hidden": 3.0, "output": 5.0, "embedding": 0.0}
+KL_EPS = 1e-12  # the authors' smoothing of both attention distributions
+TEACHER_TERMS = ("attention", "hidden", "output", "embedding")
+
+
+# ----------------------------------------------------------------------------------------
+# configuration helpers
+
+
+def resolve_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """Paper defaults overridden by `weights`; unknown names or negative values are refused."""
+    out = dict(PAPER_WEIGHTS)
+    for name, value in (weights or {}).items():
+        if name not in PAPER_WEIGHTS:
+            raise ValueError(f"loss weight {name!r}: unknown component (known: {', '.join(COMPONENTS)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"loss weight {name}: expected a finite number >= 0, got {value!r}")
+        out[name] = float(value)
+    if not any(v > 0 for v in out.values()):
+        raise ValueError("loss weights: at least one component must have a weight > 0")
+    return out
+
+
+def is_baseline(weights: Mapping[str, float]) -> bool:
+    """True when no term needs the teacher (only MLM is weighted): the teacher is then not run."""
+    return all(weights.get(name, 0.0) == 0 for name in TEACHER_TERMS)
+
+
+def uniform_layer_map(num_student: int, num_teacher: int) -> list[int]:
+    """Student recursion i -> teacher layer (i+1)*T/S - 1 (0-based, rounded down): 2i+1 for 6 of 12."""
+    if num_student > num_teacher:
+        raise ValueError(
+            f"layer map: the student has more recursions ({num_student}) than the teacher has layers "
+            f"({num_teacher}); give an explicit loss.layer_map"
+        )
+    return [(i + 1) * num_teacher // num_student - 1 for i in range(num_student)]
+
+
+def check_layer_map(layer_map: Sequence[int] | None, num_student: int, num_teacher: int) -> list[int]:
+    """Validate (or default) a layer map: one 0-based teacher layer index per student recursion."""
+    if layer_map is None:
+        return uniform_layer_map(num_student, num_teacher)
+    if isinstance(layer_map, (str, bytes)) or not isinstance(layer_map, Sequence):
+        raise ValueError(f"layer map: expected a list of {num_student} teacher layer indices, got {layer_map!r}")
+    layer_map = list(layer_map)
+    if len(layer_map) != num_student:
+        raise ValueError(
+            f"layer map {layer_map}: has {len(layer_map)} entries but the student has {num_student} recursions "
+            "(one 0-based teacher layer per recursion expected)"
+        )
+    for j in layer_map:
+        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < num_teacher:
+            raise ValueError(
+                f"layer map {layer_map}: entry {j!r} is not a teacher layer index in 0..{num_teacher - 1}"
+            )
+    return layer_map
+
+
+# ----------------------------------------------------------------------------------------
+# model plumbing: encoder + MLM head split, teacher attention capture
+
+
+def _split_mlm_model(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """(encoder, head) of a masked-LM model so the head can run on selected positions only;
+    None for an architecture we do not know (then the full forward is used)."""
+    if hasattr(model, "minialbert") and hasattr(model, "vocab_projector"):  # MiniAlbertForMaskedLM
+
+        def head(x):
+            return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(x))))
+
+        return model.minialbert, head
+    base = getattr(model, "base_model", None)
+    if base is not None and base is not model:
+        for name in ("cls", "lm_head"):  # BERT-style, RoBERTa-style heads
+            if isinstance(getattr(model, name, None), nn.Module):
+                return base, getattr(model, name)
+    return None
+
+
+def _self_attention_modules(teacher: nn.Module) -> list[nn.Module] | None:
+    """The teacher's per-layer self-attention modules exposing `query`/`key` Linear layers (BERT family)."""
+    base = getattr(teacher, "base_model", teacher)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers is None:
+        return None
+    mods = [getattr(getattr(layer, "attention", None), "self", None) for layer in layers]
+    if all(m is not None and isinstance(getattr(m, "query", None), nn.Linear)
+           and isinstance(getattr(m, "key", None), nn.Linear) for m in mods):
+        return mods
+    return None
+
+
+def num_layers_and_heads(model: nn.Module) -> tuple[int, int]:
+    cfg = model.config
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
+
+def hidden_size(model: nn.Module) -> int:
+    return int(model.config.hidden_size)
+
+
+def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask, as BERT's eager attention builds it."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def teacher_attention_probs(q: torch.Tensor, k: torch.Tensor, num_heads: int, mask_add: torch.Tensor) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d) + mask) from projected (B, T, H) queries/keys -> (B, nh, T, T), float32."""
+    B, T, H = q.shape
+    hs = H // num_heads
+    q = q.float().view(B, T, num_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
+    k = k.float().view(B, T, num_heads, hs).transpose(1, 2)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * hs**-0.5  # (B, nh, T, T)
+    return torch.softmax(scores + mask_add, dim=-1)
+
+
+@torch.no_grad()
+def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: Sequence[int],
+                positions: torch.Tensor, *, need_attentions: bool = True) -> dict[str, Any]:
+    """One teacher pass (eval, no_grad): hidden states, MLM logits at `positions` (flat indices,
+    -1 = padding), and attention probabilities for `layers` only (dict layer -> (B, nh, T, T))."""
+    if teacher.training:
+        teacher.eval()  # the authors left dropout on in the teacher (REFERENCE section 6); we do not
+    attn_mods = _self_attention_modules(teacher) if need_attentions else None
+    wanted = sorted(set(layers)) if need_attentions else []
+    captured: dict[tuple[int, str], torch.Tensor] = {}
+    handles = []
+    eager_attentions = None
+    if wanted and attn_mods is not None:
+        for j in wanted:
+            for part in ("query", "key"):
+                def hook(mod, args, out, j=j, part=part):  # noqa: ARG001
+                    captured[(j, part)] = out
+                handles.append(getattr(attn_mods[j], part).register_forward_hook(hook))
+    split = _split_mlm_model(teacher)
+    try:
+        if wanted and attn_mods is None:
+            # Unknown architecture: fall back to eager attention for the whole teacher.
+            teacher.set_attn_implementation("eager")
+            out = teacher(**inputs, output_hidden_states=True, output_attentions=True)
+            eager_attentions = out.attentions
+            logits_all = out.logits
+            hidden = out.hidden_states
+        elif split is not None:
+            base, head = split
+            out = base(**inputs, output_hidden_states=True)
+            hidden = out.hidden_states
+            logits_all = None
+        else:
+            out = teacher(**inputs, output_hidden_states=True)
+            hidden = out.hidden_states
+            logits_all = out.logits
+    finally:
+        for h in handles:
+            h.remove()
+    if logits_all is None:
+        logits = head(_gather_positions(hidden[-1], positions))
+    else:
+        logits = _gather_positions(logits_all, positions)
+    probs = {}
+    if wanted:
+        _, heads = num_layers_and_heads(teacher)
+        if eager_attentions is not None:
+            probs = {j: eager_attentions[j].float() for j in wanted}
+        else:
+            mask_add = additive_mask(inputs["attention_mask"])
+            probs = {j: teacher_attention_probs(captured[(j, "query")], captured[(j, "key")], heads, mask_add)
+                     for j in wanted}
+    return {"hidden_states": hidden, "logits": logits, "attentions": probs}
+
+
+def _gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) -> (K, D) rows at flat positions (padding entries -1 read row 0; they are masked later)."""
+    return x.reshape(-1, x.shape[-1]).index_select(0, positions.clamp(min=0))
+
+
+def masked_positions_from_labels(labels: torch.Tensor, multiple_of: int = 8) -> torch.Tensor:
+    """Flat indices of labelled positions, padded with -1 to a multiple of `multiple_of`.
+    (On the CPU, in the collator, so the training step never waits on a data-dependent size.)"""
+    flat = (labels.reshape(-1) != -100).nonzero().squeeze(1)
+    k = max(multiple_of, -(-flat.numel() // multiple_of) * multiple_of)
+    out = torch.full((k,), -1, dtype=torch.long, device=labels.device)
+    out[: flat.numel()] = flat
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# the loss terms (static shapes, masked sums)
+
+
+def attention_kl(teacher_probs: torch.Tensor, student_probs: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+    """The authors' ATT for one layer: sum over non-padding (b, h, q) rows and keys of
+    KL(t + eps || s + eps), divided by (rows x T). Head counts that differ -> head-averaged maps."""
+    t, s = teacher_probs.float(), student_probs.float()
+    if t.shape[1] != s.shape[1]:
+        t, s = t.mean(1, keepdim=True), s.mean(1, keepdim=True)
+    with torch.no_grad():  # the teacher's side is a constant: keep it out of the autograd graph
+        t = t + KL_EPS
+        neg_entropy = (t * t.log()).sum(-1)  # (B, nh, T)
+    kl_rows = neg_entropy - (t * (s + KL_EPS).log()).sum(-1)  # (B, nh, T)
+    qm = query_mask.to(kl_rows.dtype)[:, None, :]  # (B, 1, T)
+    rows = qm.sum() * kl_rows.shape[1]
+    return (kl_rows * qm).sum() / (rows * kl_rows.shape[-1]).clamp(min=1)
+
+
+def cosine_distance(student_h: torch.Tensor, teacher_h: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over non-padding tokens of 1 - cos(student, teacher); (B, T, H) inputs."""
+    cos = F.cosine_similarity(student_h.float(), teacher_h.float(), dim=-1)  # (B, T)
+    m = token_mask.to(cos.dtype)
+    return ((1.0 - cos) * m).sum() / m.sum().clamp(min=1)
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over (K, V) logits at gathered positions, mean over those with a label (-100 = none)."""
+    return F.cross_entropy(logits.float(), labels, ignore_index=-100)
+
+
+def output_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """KL(softmax(t/T) || softmax(s/T)) summed over the vocabulary, mean over valid positions, times T^2."""
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_s, log_t, log_target=True, reduction="none").sum(-1)  # (K,)
+    v = valid.to(kl.dtype)
+    return (kl * v).sum() / v.sum().clamp(min=1) * temperature**2
+
+
+# ----------------------------------------------------------------------------------------
+# the objective
+
+
+def distillation_losses(student: nn.Module, teacher: nn.Module | None, batch: Mapping[str, torch.Tensor], *,
+                        layer_map: Sequence[int] | None = None, weights: Mapping[str, float] | None = None,
+                        temperature: float = 1.0, hidden_projection: nn.Module | None = None,
+                        embedding_projection: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The distillation loss components and their weighted `total` (scalar tensors).
+
+    `batch`: input_ids, attention_mask, labels (-100 where not masked), optional
+    token_type_ids and masked_positions. Defaults are the paper's (module docstring); the
+    teacher is run in eval mode without gradient, and not at all when only `mlm` is weighted.
+    `hidden_projection` / `embedding_projection` (Linear H_s -> H_t) are required when the
+    hidden sizes differ and the term is weighted (`DistillationModule` owns them).
+    """
+    w = resolve_weights(weights)
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+    baseline = is_baseline(w)
+    if not baseline and teacher is None:
+        raise ValueError("distillation_losses: a teacher is required unless only the mlm weight is > 0")
+    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if batch.get("token_type_ids") is not None:
+        inputs["token_type_ids"] = batch["token_type_ids"]
+    positions = batch.get("masked_positions")
+    if positions is None:
+        positions = masked_positions_from_labels(labels)
+    valid = positions >= 0
+    gathered_labels = labels.reshape(-1).index_select(0, positions.clamp(min=0)).masked_fill(~valid, -100)
+
+    S, student_heads = num_layers_and_heads(student)
+    split = _split_mlm_model(student)
+    if baseline:
+        # No teacher terms: the fast (SDPA) student path, nothing but MLM.
+        if split is not None:
+            enc, head = split
+            s_logits = head(_gather_positions(enc(**inputs).last_hidden_state, positions))
+        else:
+            s_logits = _gather_positions(student(**inputs).logits, positions)
+        mlm = masked_lm_loss(s_logits, gathered_labels)
+        return {"mlm": mlm, "total": w["mlm"] * mlm}
+
+    T_layers, teacher_heads = num_layers_and_heads(teacher)
+    layer_map = check_layer_map(layer_map, S, T_layers)
+    differ = hidden_size(student) != hidden_size(teacher)
+    if differ and w["hidden"] > 0 and hidden_projection is None:
+        raise ValueError(
+            f"student hidden size {hidden_size(student)} != teacher's {hidden_size(teacher)}: pass hidden_projection "
+            "(a Linear H_s -> H_t trained with the student), e.g. use DistillationModule"
+        )
+    if differ and w["embedding"] > 0 and embedding_projection is None:
+        raise ValueError(
+            f"student hidden size {hidden_size(student)} != teacher's {hidden_size(teacher)}: pass "
+            "embedding_projection (a Linear H_s -> H_t), e.g. use DistillationModule"
+        )
+
+    t = run_teacher(teacher, inputs, layer_map, positions)
+    if split is not None:
+        enc, head = split
+        s_out = enc(**inputs, output_hidden_states=True, output_attentions=True)
+        s_logits = head(_gather_positions(s_out.last_hidden_state, positions))
+    else:
+        s_out = student(**inputs, output_hidden_states=True, output_attentions=True)
+        s_logits = _gather_positions(s_out.logits, positions)
+    s_hidden, s_att = s_out.hidden_states, s_out.attentions
+    if not s_att or any(a is None for a in s_att):
+        raise RuntimeError("the student returned no attention probabilities; it must support output_attentions=True")
+
+    def weighted(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if w[name] > 0:
+            return fn()
+        with torch.no_grad():
+            return fn()
+
+    losses: dict[str, torch.Tensor] = {}
+    losses["mlm"] = weighted("mlm", lambda: masked_lm_loss(s_logits, gathered_labels))
+    losses["attention"] = weighted(
+        "attention",
+        lambda: sum(attention_kl(t["attentions"][j], s_att[i], attention_mask) for i, j in enumerate(layer_map)),
+    )
+    if not differ or hidden_projection is not None:
+        proj = hidden_projection if differ else (lambda x: x)
+        losses["hidden"] = weighted(
+            "hidden",
+            lambda: sum(cosine_distance(proj(s_hidden[i + 1]), t["hidden_states"][j + 1], attention_mask)
+                        for i, j in enumerate(layer_map)),
+        )
+    losses["output"] = weighted("output", lambda: output_kl(s_logits, t["logits"], valid, temperature))
+    if not differ or embedding_projection is not None:
+        proj_e = embedding_projection if differ else (lambda x: x)
+        losses["embedding"] = weighted(
+            "embedding", lambda: cosine_distance(proj_e(s_hidden[0]), t["hidden_states"][0], attention_mask)
+        )
+    total = sum(w[name] * value for name, value in losses.items() if w[name] > 0)
+    losses["total"] = total
+    return losses
+
+
+class DistillationModule(nn.Module):
+    """The trainable side of distillation: the student, plus Linear(H_s, H_t) projections for the
+    hidden/embedding terms when hidden sizes differ (trained, never saved with the student).
+    The teacher is held outside the parameter tree: not trained, not checkpointed, not synced by
+    DDP, always in eval mode. `forward(batch)` returns `distillation_losses(...)`."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, *, layer_map: Sequence[int] | None = None,
+                 weights: Mapping[str, float] | None = None, temperature: float = 1.0):
+        super().__init__()
+        self.student = student
+        self.weights = resolve_weights(weights)
+        self.temperature = float(temperature)
+        self.baseline = is_baseline(self.weights)
+        object.__setattr__(self, "_teacher", None if self.baseline else teacher)
+        self.hidden_projection = self.embedding_projection = None
+        if not self.baseline:
+            if teacher is None:
+                raise ValueError("DistillationModule: a teacher is required unless only the mlm weight is > 0")
+            teacher.eval().requires_grad_(False)
+            self.layer_map = check_layer_map(layer_map, num_layers_and_heads(student)[0],
+                                             num_layers_and_heads(teacher)[0])
+            hs, ht = hidden_size(student), hidden_size(teacher)
+            if hs != ht:
+                if self.weights["hidden"] > 0:
+                    self.hidden_projection = nn.Linear(hs, ht)
+                if self.weights["embedding"] > 0:
+                    self.embedding_projection = nn.Linear(hs, ht)
+        else:
+            self.layer_map = None
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher
+
+    def to(self, *args, **kwargs):  # move the (unregistered) teacher along
+        super().to(*args, **kwargs)
+        if self._teacher is not None:
+            self._teacher.to(*args, **kwargs)
+        return self
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return distillation_losses(self.student, self._teacher, batch, layer_map=self.layer_map,
+                                   weights=self.weights, temperature=self.temperature,
+                                   hidden_projection=self.hidden_projection,
+                                   embedding_projection=self.embedding_projection)

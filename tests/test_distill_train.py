@@ -1,0 +1,217 @@
+"""`minialbert distill` / `pretrain-teacher` end to end on a tiny offline world: learning, outputs,
+config errors, SIGKILL + resume, and two-process DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from minialbert.utils import ConfigError
+from distill_world import distill_config, make_world, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("distill_world"))
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "minialbert.cli", *args]
+
+
+def _run(cmd, timeout):
+    """subprocess.run in its own process group, killed whole on timeout (torchrun's workers too)."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout}s: {err[-3000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_distil_tiny_student_learns_and_writes_outputs(world, tmp_path):
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from minialbert.distill import run_distill
+
+    cfg = distill_config(world, tmp_path / "c.yaml", max_steps=24, log_interval=3, checkpoint_interval=10)
+    metrics = run_distill(cfg, tmp_path / "out")
+    log = [r for r in _log(tmp_path / "out") if "event" not in r]
+    assert [r["step"] for r in log] == list(range(3, 25, 3))
+    for r in log:  # every weighted component present, finite, and the attention term non-zero
+        for k in ("mlm", "attention", "hidden", "output", "embedding", "total"):
+            assert math.isfinite(r[k]), (k, r)
+        assert r["attention"] > 1e-3
+    assert log[-1]["total"] < 0.6 * log[0]["total"]
+    for k in ("steps", "tokens_seen", "wall_seconds", "tokens_per_second", "peak_memory_bytes", "config",
+              "config_hash", "total", "attention"):
+        assert k in metrics
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["steps"] == 24 and saved["config"]["loss"]["layer_map"] == [1, 3]
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "out" / "model")
+    assert type(model).__name__ == "MiniAlbertForMaskedLM" and model.config.num_hidden_layers == 2
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out" / "model")
+    with torch.no_grad():
+        assert model(**tok(["the cat sat"], return_tensors="pt")).logits.shape[-1] == model.config.vocab_size
+    assert (tmp_path / "out" / "checkpoints").is_dir()
+    assert not any(p.name.startswith("step-") for p in (tmp_path / "out" / "model").iterdir())
+
+
+def test_baseline_and_other_hidden_size(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from minialbert.distill import run_distill
+
+    cfg_path = distill_config(world, tmp_path / "c.yaml", max_steps=2)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["student"]["hidden_size"] = 24
+    cfg["student"]["num_attention_heads"] = 3
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    m = run_distill(cfg_path, tmp_path / "small")
+    assert m["steps"] == 2 and m["attention"] > 0
+    assert not any("projection" in k for k in load_file(tmp_path / "small" / "model" / "model.safetensors"))
+    cfg["loss"]["weights"] = {"mlm": 1, "attention": 0, "hidden": 0, "output": 0, "embedding": 0}
+    cfg["teacher"] = str(tmp_path / "no-such-teacher-needed")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="teacher"):  # the teacher still defines vocabulary and tokenizer
+        run_distill(cfg_path, tmp_path / "base")
+    cfg["teacher"] = str(world["teacher"])
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    m = run_distill(cfg_path, tmp_path / "base")
+    assert {"mlm", "total"} <= set(m["loss"]) and "attention" not in m["loss"]
+
+
+def test_student_embeddings_from_another_model(world, tmp_path):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from minialbert.distill import run_distill
+
+    cfg_path = distill_config(world, tmp_path / "c.yaml", max_steps=1, lr=1e-9, warmup_steps=0)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["student"]["embeddings_from"] = str(world["teacher"])  # a BERT: E becomes its width (32 = H)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run_distill(cfg_path, tmp_path / "out")
+    student = AutoModelForMaskedLM.from_pretrained(tmp_path / "out" / "model")
+    teacher = AutoModelForMaskedLM.from_pretrained(world["teacher"])
+    assert student.config.embedding_size == 32 and student.minialbert.projector is None
+    torch.testing.assert_close(student.minialbert.embeddings.word_embeddings.weight,
+                               teacher.bert.embeddings.word_embeddings.weight, atol=1e-6, rtol=0)
+
+
+def test_config_errors_name_the_key(world, tmp_path):
+    from minialbert.cli import main
+
+    cfg_path = distill_config(world, tmp_path / "c.yaml")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    for mutate, key in (
+        (lambda c: c["student"].update(recursions=3), "student.recursions"),
+        (lambda c: c["loss"].update(weights={"attn": 1}), "loss.weights"),
+        (lambda c: c["loss"].update(layer_map=[0, 1, 2]), "loss: layer map"),
+        (lambda c: c["training"].update(batch_size=0), "training.batch_size"),
+        (lambda c: c.update(windows=str(tmp_path / "nowhere")), "windows"),
+        (lambda c: c.pop("teacher"), "teacher"),
+    ):
+        bad = json.loads(json.dumps(cfg))
+        mutate(bad)
+        p = tmp_path / "bad.yaml"
+        p.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            from minialbert.distill import run_distill
+
+            run_distill(p, tmp_path / "o")
+    assert main(["distill", "--config", str(p), "--output", str(tmp_path / "o")]) == 2
+
+
+def test_pretrain_teacher(world, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from minialbert.distill import run_pretrain_teacher
+
+    cfg = {"tokenizer": str(world["tokenizer"]), "windows": str(world["windows"]),
+           "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                     "max_position_embeddings": 64},
+           "training": {"lr": 5e-3, "batch_size": 8, "max_steps": 12, "log_interval": 4, "seed": 0}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    metrics = run_pretrain_teacher(tmp_path / "t.yaml", tmp_path / "teacher")
+    assert metrics["steps"] == 12 and set(metrics["loss"]) == {"mlm", "total"}
+    log = [r for r in _log(tmp_path / "teacher") if "event" not in r]
+    assert log[-1]["mlm"] < log[0]["mlm"]
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "teacher" / "model")
+    assert model.config.num_hidden_layers == 2 and (tmp_path / "teacher" / "model" / "tokenizer.json").exists()
+
+
+def test_sigkill_then_restart_resumes_and_finishes(world, tmp_path):
+    cfg = distill_config(world, tmp_path / "c.yaml", max_steps=16, checkpoint_interval=2, log_interval=1)
+    out = tmp_path / "out"
+    cmd = _cli("distill", "--config", str(cfg), "--output", str(out))
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "checkpoints").is_dir() and any(p.name.startswith("step-") for p in (out / "checkpoints").iterdir()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "model").exists()
+    done = _run(cmd, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from checkpoint" in done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 16
+    log = _log(out)
+    assert any(r.get("event") == "resume" for r in log)
+    assert [r["step"] for r in log if "event" not in r] == list(range(1, 17))
+    import minialbert  # noqa: F401
+    from transformers import AutoModelForMaskedLM
+
+    AutoModelForMaskedLM.from_pretrained(out / "model")
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
+def test_torchrun_two_processes_save_one_student(world, tmp_path):
+    cfg = distill_config(world, tmp_path / "c.yaml", max_steps=3, batch_size=4)
+    out = tmp_path / "out"
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "minialbert.cli", "distill",
+           "--config", str(cfg), "--output", str(out)]
+    done = _run(cmd, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 3
+    assert [p.name for p in out.iterdir() if p.name == "model"] == ["model"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".model")]  # no leftover temporary dirs
+    import minialbert  # noqa: F401
+    from transformers import AutoModelForMaskedLM
+
+    AutoModelForMaskedLM.from_pretrained(out / "model")

@@ -1,0 +1,191 @@
+"""The shared training loop: data order and masking, schedule, checkpoints, resume, NaN stop, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from minialbert.training import (
+    NonFiniteLossError,
+    ResumableBatches,
+    SeededMLMCollator,
+    TrainingInterrupted,
+    TrainingJob,
+    build_optimizer,
+    latest_checkpoint,
+    linear_schedule,
+    resolve_training_config,
+    train,
+)
+from minialbert.utils import ConfigError
+from distill_world import make_tokenizer, make_windows, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from datasets import load_from_disk
+
+    root = tmp_path_factory.mktemp("training_data")
+    tok = make_tokenizer(root / "tok")
+    make_windows(root / "windows", tok, n=20)
+    return tok, load_from_disk(str(root / "windows"))
+
+
+class TinyMLM(nn.Module):
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 8)
+        self.norm = nn.LayerNorm(8)
+        self.out = nn.Linear(8, vocab)
+
+    def forward(self, batch):
+        logits = self.out(self.norm(self.emb(batch["input_ids"])))
+        return nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), batch["labels"].view(-1))
+
+
+def make_job(tok, ds, hook=None):
+    torch.manual_seed(0)
+    module = TinyMLM(len(tok))
+    calls = {"n": 0}
+
+    def compute_losses(m, batch):
+        calls["n"] += 1
+        loss = m(batch)
+        extra = torch.zeros(())
+        if hook is not None:
+            extra = hook(calls["n"])
+        return {"mlm": loss, "aux": extra, "total": loss + extra}
+
+    saved = {}
+
+    def save_model(dst):
+        torch.save(module.state_dict(), dst / "weights.pt")
+        saved["state"] = {k: v.clone() for k, v in module.state_dict().items()}
+
+    return TrainingJob(module=module, compute_losses=compute_losses, save_model=save_model, dataset=ds,
+                       tokenizer=tok), saved
+
+
+def cfg(**kw):
+    base = {"lr": 1e-2, "batch_size": 4, "max_steps": 6, "log_interval": 1, "checkpoint_interval": 2, "seed": 3,
+            "device": "cpu"}
+    return resolve_training_config({**base, **kw})
+
+
+def test_config_validation_names_the_key():
+    with pytest.raises(ConfigError, match="training.lr"):
+        resolve_training_config({"lr": "fast", "max_steps": 1})
+    with pytest.raises(ConfigError, match="training.max_steps / training.epochs"):
+        resolve_training_config({"max_steps": 1, "epochs": 1})
+    with pytest.raises(ConfigError, match="training.bogus"):
+        resolve_training_config({"bogus": 1, "max_steps": 1})
+    assert resolve_training_config({"epochs": 2})["mlm_probability"] == 0.15
+
+
+def test_batches_are_sharded_deterministic_and_resumable():
+    ranks = [ResumableBatches(10, 3, seed=1, rank=r, world_size=2) for r in range(2)]
+    b0, b1 = ranks[0].epoch_batches(0), ranks[1].epoch_batches(0)
+    assert len(b0) == len(b1) == 2  # equal counts per rank: DDP steps stay in lockstep
+    rows = [i for b in b0 + b1 for i, _ in b]
+    assert sorted(rows) == list(range(10))
+    assert ranks[0].epoch_batches(0, start=1) == b0[1:]
+    assert ranks[0].epoch_batches(1) != b0  # a new permutation each epoch
+
+
+def test_collator_masks_reproducibly_and_lists_masked_positions(data):
+    tok, ds = data
+    rows = [dict(ds[i]) for i in range(6)]
+    col = SeededMLMCollator(tok, 0.3)
+    a = col([{**r, "_seed": 7} for r in rows])
+    b = col([{**r, "_seed": 7} for r in rows])
+    c = col([{**r, "_seed": 8} for r in rows])
+    assert torch.equal(a["labels"], b["labels"]) and not torch.equal(a["labels"], c["labels"])
+    flat = (a["labels"].view(-1) != -100).nonzero().squeeze(1)
+    pos = a["masked_positions"]
+    assert pos.numel() % 8 == 0 and torch.equal(pos[pos >= 0], flat) and (pos[flat.numel():] == -1).all()
+    specials = a["input_ids"].new_tensor([tok.cls_token_id, tok.sep_token_id, tok.pad_token_id])
+    assert not torch.isin(a["input_ids"].view(-1)[flat], specials[2:]).any()
+
+
+def test_optimizer_skips_decay_on_bias_and_layernorm_and_schedule_is_linear():
+    m = TinyMLM(10)
+    opt = build_optimizer(m, 1.0, 0.1)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert decayed == {id(m.emb.weight), id(m.out.weight)}
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+    sched = linear_schedule(opt, warmup_steps=2, total_steps=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
+
+
+def test_nonfinite_loss_stops_naming_step_and_component_and_keeps_checkpoint(data, tmp_path):
+    tok, ds = data
+    job, _ = make_job(tok, ds, hook=lambda n: torch.tensor(float("nan")) if n == 5 else torch.zeros(()))
+    with pytest.raises(NonFiniteLossError, match=r"step 5: non-finite loss component\(s\) aux, total") as e:
+        train(job, cfg(), output_dir=tmp_path, run_config={"x": 1})
+    assert "step-00000004" in str(e.value)
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000004"
+    assert not (tmp_path / "model").exists()
+
+
+def test_sigterm_checkpoints_stops_and_resume_matches_uninterrupted_run(data, tmp_path):
+    tok, ds = data
+    job, ref = make_job(tok, ds)
+    train(job, cfg(), output_dir=tmp_path / "straight", run_config={"x": 1})
+
+    def term(n):
+        if n == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return torch.zeros(())
+
+    job, _ = make_job(tok, ds, hook=term)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 3"):
+        train(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1})
+    assert latest_checkpoint(tmp_path / "cut" / "checkpoints").name == "step-00000003"
+    job, resumed = make_job(tok, ds)
+    metrics = train(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1})
+    assert metrics["steps"] == 6
+    for k in ref["state"]:
+        torch.testing.assert_close(resumed["state"][k], ref["state"][k])
+    log = [json.loads(x) for x in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "event" not in r] == [1, 2, 3, 4, 5, 6]
+    assert any(r.get("event") == "resume" for r in log)
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert metrics["tokens_seen"] == straight["tokens_seen"]
+    assert math.isclose(metrics["total"], straight["total"], rel_tol=1e-5)
+
+
+def test_checkpoint_of_another_config_is_refused_but_operational_changes_resume(data, tmp_path):
+    tok, ds = data
+    job, _ = make_job(tok, ds)
+    run_config = {"x": 1, "training": dict(cfg(max_steps=4))}
+    train(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000002"
+    job, _ = make_job(tok, ds)
+    with pytest.raises(ConfigError, match="different config"):
+        train(job, cfg(max_steps=4), output_dir=tmp_path, run_config={**run_config, "x": 2})
+    # logging / checkpointing cadence does not change what is computed: resumed, not refused
+    job, _ = make_job(tok, ds)
+    changed = {"x": 1, "training": dict(cfg(max_steps=4, log_interval=3))}
+    assert train(job, cfg(max_steps=4, log_interval=3), output_dir=tmp_path, run_config=changed)["steps"] == 4
+
+
+def test_epochs_and_gradient_accumulation(data, tmp_path):
+    tok, ds = data  # 20 rows, batch 4: 5 micro-batches per epoch
+    job, _ = make_job(tok, ds)
+    metrics = train(job, cfg(max_steps=None, epochs=2, gradient_accumulation_steps=2), output_dir=tmp_path,
+                    run_config={"x": 1})
+    assert metrics["steps"] == 5  # ceil(2 epochs x 5 batches / 2)
+    assert metrics["tokens_seen"] == sum(sum(r) for r in ds["attention_mask"]) * 2
