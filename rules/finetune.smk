@@ -1,0 +1,20 @@
+# Fine-tuning: one job per model x task x mode x learning rate x seed.
+
+
+rule finetune:
+    input:
+        model=finetune_model_input,
+        task="results/tasks/{task}",
+    output:
+        "results/finetune/{model}/{task}/{mode}/lr{lr}_seed{seed}/metrics.json",
+    params:
+        job_config=finetune_job_config,
+    log:
+        "logs/finetune/{model}/{task}/{mode}/lr{lr}_seed{seed}.log",
+    benchmark:
+        "benchmarks/finetune/{model}/{task}/{mode}/lr{lr}_seed{seed}.tsv"
+    threads: 1
+    conda:
+        SOFTWARE_ENV
+    script:
+        "../workflow_scripts/finetune.py"

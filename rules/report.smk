@@ -1,0 +1,46 @@
+# Efficiency measurements and the aggregation into tables, a plot and the Snakemake report.
+
+SUMMARY_OUTPUTS = [
+    "results/summary/runs.csv",
+    "results/summary/summary.csv",
+    "results/summary/table.csv",
+    "results/summary/efficiency.csv",
+    "results/summary/score_vs_params.png",
+]
+
+
+rule efficiency:
+    input:
+        finetune_model_input,
+    output:
+        "results/efficiency/{model}.json",
+    params:
+        job_config=efficiency_job_config,
+    log:
+        "logs/efficiency/{model}.log",
+    threads: 1
+    conda:
+        SOFTWARE_ENV
+    script:
+        "../workflow_scripts/efficiency.py"
+
+
+rule aggregate:
+    input:
+        runs=all_run_metrics,
+        efficiency=all_efficiency,
+    output:
+        runs=report("results/summary/runs.csv", caption="../report/runs.rst", category="Tables"),
+        summary=report("results/summary/summary.csv", caption="../report/summary.rst", category="Tables"),
+        table=report("results/summary/table.csv", caption="../report/table.rst", category="Tables"),
+        efficiency=report("results/summary/efficiency.csv", caption="../report/efficiency.rst", category="Tables"),
+        plot=report("results/summary/score_vs_params.png", caption="../report/plot.rst", category="Plots"),
+    params:
+        job_config=aggregate_job_config,
+    log:
+        "logs/aggregate/aggregate.log",
+    threads: 1
+    conda:
+        SOFTWARE_ENV
+    script:
+        "../workflow_scripts/aggregate.py"

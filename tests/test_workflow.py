@@ -1,0 +1,254 @@
+"""The Snakemake workflow: end to end on a tiny config, rerun-only-what-changed, config errors,
+lint and the paper configs' dry runs.
+
+The end-to-end run (tests/workflow_tiny.yaml, about a minute on 2 cores) is shared by the
+rerun tests, which edit its config and check which jobs a dry run would schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "Snakefile"
+TINY = REPO / "tests" / "workflow_tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str, config: dict | Path | None = None, timeout: int = 600):
+    """Run snakemake on the repository's Snakefile in `workdir`; returns the CompletedProcess."""
+    cmd = [*SNAKEMAKE, "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2"]
+    if config is not None:
+        if isinstance(config, dict):
+            path = workdir / f"config-{time.monotonic_ns()}.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            config = path
+        cmd += ["--configfile", str(config)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=workdir)
+
+
+def scheduled(workdir: Path, config) -> set[tuple[str, str]]:
+    """(rule, first output or '') of every job a dry run schedules."""
+    proc = snakemake(workdir, "--dry-run", config=config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs, rule = set(), None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):$", line.strip())
+        if m:
+            if rule is not None:
+                jobs.add((rule, ""))
+            rule = m.group(1)
+            continue
+        m = re.match(r"^\s+output: (\S+?),?$", line) or re.match(r"^\s+output: (\S+?), ", line)
+        if m and rule is not None:
+            jobs.add((rule, m.group(1)))
+            rule = None
+    if rule is not None:
+        jobs.add((rule, ""))
+    return jobs
+
+
+def tiny_config() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny workflow, run to completion once for this module."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    start = time.monotonic()
+    proc = snakemake(workdir, config=TINY)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    print(f"tiny workflow: {time.monotonic() - start:.0f} s")
+    return workdir
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_tiny_workflow_end_to_end(tiny_run):
+    summary = tiny_run / "results" / "summary"
+    for name in ("runs.csv", "summary.csv", "table.csv", "efficiency.csv", "score_vs_params.png"):
+        assert (summary / name).stat().st_size > 0, name
+    runs = pd.read_csv(summary / "runs.csv")
+    # teacher: full only (modes: [full]); two students: full + adapter; 2 tasks, 1 lr, 1 seed
+    assert len(runs) == 2 + 2 * 2 * 2
+    assert set(runs["model"]) == {"teacher", "student-a", "student-b"}
+    assert runs["config_hash"].notna().all() and runs["model_identity"].notna().all()
+    table = pd.read_csv(summary / "table.csv")
+    assert len(table) == 5 and {"sst2", "ner", "average", "unique_params", "trainable_params"} <= set(table.columns)
+    assert table["average"].notna().all()
+    adapter = table[table["mode"] == "adapter"]
+    full = table[(table["mode"] == "full") & (table["kind"] == "student")]
+    assert (adapter["trainable_params"].to_numpy() < full["trainable_params"].to_numpy()).all()
+    efficiency = pd.read_csv(summary / "efficiency.csv")
+    assert set(efficiency["model"]) == {"teacher", "student-a", "student-b"}
+    # every job logged; distilled students and checkpoints where the contracts say
+    assert (tiny_run / "logs" / "distill" / "student-a.log").stat().st_size > 0
+    assert (tiny_run / "results" / "students" / "student-a" / "model" / "config.json").is_file()
+    assert list((tiny_run / "results" / "checkpoints" / "students").glob("student-a-*"))
+    # and nothing is left to do
+    assert scheduled(tiny_run, TINY) == set()
+
+
+# --------------------------------------------------------------------------- rerun only what changed
+
+
+def finetune_outputs(model=None, task=None, seed=None, lr=None, config=None):
+    config = config or tiny_config()
+    out = set()
+    models = {"teacher": ["full"], "student-a": ["full", "adapter"], "student-b": ["full", "adapter"]}
+    models.update({m: ["full", "adapter"] for m in config["students"] if m not in models})
+    for m, modes in models.items():
+        for t in config["tasks"]:
+            grid = (config["tasks"][t].get("finetune") or {}).get("lr", config["finetune"]["lr"])
+            for mode in modes:
+                for lr_ in grid:
+                    for s in config["finetune"]["seeds"]:
+                        if (model in (None, m)) and (task in (None, t)) and (seed in (None, s)) and (lr in (None, lr_)):
+                            out.add(("finetune", f"results/finetune/{m}/{t}/{mode}/lr{lr_:g}_seed{s}/metrics.json"))
+    return out
+
+
+AGGREGATE = {("aggregate", "results/summary/runs.csv"), ("all", "")}
+
+
+def test_editing_one_variant_reruns_only_that_variant(tiny_run):
+    config = tiny_config()
+    config["students"]["student-b"]["student"]["embedding_size"] = 24
+    expected = {("distill", "results/students/student-b"), ("efficiency", "results/efficiency/student-b.json")}
+    expected |= finetune_outputs(model="student-b") | AGGREGATE
+    assert scheduled(tiny_run, config) == expected
+
+
+def test_adding_a_seed_adds_only_new_jobs(tiny_run):
+    config = tiny_config()
+    config["finetune"]["seeds"] = [0, 1]
+    assert scheduled(tiny_run, config) == finetune_outputs(seed=1, config=config) | AGGREGATE
+
+
+def test_adding_a_variant_adds_only_its_jobs(tiny_run):
+    config = tiny_config()
+    config["students"]["student-c"] = copy.deepcopy(config["students"]["student-a"])
+    config["students"]["student-c"]["student"]["num_recursions"] = 3
+    expected = {("distill", "results/students/student-c"), ("efficiency", "results/efficiency/student-c.json")}
+    assert scheduled(tiny_run, config) == expected | finetune_outputs(model="student-c", config=config) | AGGREGATE
+
+
+def test_editing_one_tasks_lr_grid_touches_only_that_task(tiny_run):
+    config = tiny_config()
+    config["tasks"]["ner"]["finetune"] = {"lr": [1.0e-3, 3.0e-3]}
+    assert scheduled(tiny_run, config) == finetune_outputs(task="ner", lr=3.0e-3, config=config) | AGGREGATE
+
+
+def test_editing_a_finetune_hyperparameter_of_one_task_reruns_that_task(tiny_run):
+    config = tiny_config()
+    config["tasks"]["sst2"]["finetune"] = {"epochs": 2}
+    assert scheduled(tiny_run, config) == finetune_outputs(task="sst2") | AGGREGATE
+
+
+def test_relabelling_a_model_only_reaggregates(tiny_run):
+    config = tiny_config()
+    config["students"]["student-a"]["label"] = "Student A"
+    assert scheduled(tiny_run, config) == AGGREGATE
+
+
+# --------------------------------------------------------------------------- config errors
+
+
+def failing(tmp_path, config, *extra):
+    proc = snakemake(tmp_path, *extra, config=config)
+    assert proc.returncode != 0
+    assert not (tmp_path / "results").exists(), "a job ran although the config is invalid"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
+def test_unknown_key_fails_naming_it(tmp_path, dry):
+    config = tiny_config()
+    config["students"]["student-a"]["student"]["num_recursion"] = 3
+    out = failing(tmp_path, config, *(["--dry-run"] if dry else []))
+    assert "config key students.student-a.student.num_recursion: unknown key" in out
+
+
+def test_unknown_top_level_key_fails(tmp_path):
+    config = tiny_config()
+    config["finetunes"] = {}
+    assert "config key finetunes: unknown key" in failing(tmp_path, config)
+
+
+def test_wrong_type_fails_naming_the_key(tmp_path):
+    config = tiny_config()
+    config["finetune"]["seeds"] = [0, "one"]
+    assert "config key finetune.seeds[1]: 'one' is not of type 'integer'" in failing(tmp_path, config)
+
+
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
+def test_missing_path_fails_naming_the_key(tmp_path, dry):
+    config = tiny_config()
+    config["tasks"]["mrpc"] = {"spec": {"source": "glue_dir", "glue_task": "mrpc", "path": "/nonexistent/glue/MRPC"}}
+    out = failing(tmp_path, config, *(["--dry-run"] if dry else []))
+    assert "config key tasks.mrpc.spec.path: path '/nonexistent/glue/MRPC' does not exist" in out
+
+
+def test_missing_path_under_data_root_fails(tmp_path):
+    config = tiny_config()
+    config["data_root"] = str(tmp_path / "data")
+    config["teachers"]["hub-teacher"] = {"source": "local", "path": "{data_root}/bert"}
+    assert f"config key teachers.hub-teacher.path: path '{tmp_path}/data/bert' does not exist" in failing(tmp_path, config)
+
+
+def test_dangling_reference_fails(tmp_path):
+    config = tiny_config()
+    config["students"]["student-a"]["teacher"] = "bert"
+    assert "config key students.student-a.teacher: 'bert' is not a teachers entry" in failing(tmp_path, config)
+
+
+# --------------------------------------------------------------------------- lint and the paper configs
+
+
+def test_lint_is_clean(tmp_path):
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(SNAKEFILE), "--lint"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def job_counts(output: str) -> dict[str, int]:
+    block = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+@pytest.mark.parametrize(
+    "name, extra, expected",
+    [
+        ("paper-general", [], {"finetune": 672, "distill": 2, "download_model": 4, "import_authors_checkpoint": 1,
+                               "prepare_task": 8, "efficiency": 7, "total": 698}),
+        ("paper-bio", ["--config", "check_paths=false"],
+         {"finetune": 252, "distill": 2, "download_model": 4, "import_authors_checkpoint": 1, "prepare_task": 6,
+          "efficiency": 7, "total": 276}),
+    ],
+)
+def test_paper_configs_dry_run_offline(tmp_path, name, extra, expected):
+    start = time.monotonic()
+    proc = snakemake(tmp_path, "--dry-run", "--quiet", "rules", *extra, config=REPO / "configs" / f"{name}.yaml")
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert {k: counts.get(k) for k in expected} == expected
+    assert elapsed < 60, f"{name}: dry run took {elapsed:.1f} s"  # ~3-5 s on an idle 2-core machine
+
+
+def test_paper_bio_placeholder_paths_are_reported_until_edited(tmp_path):
+    proc = snakemake(tmp_path, "--dry-run", config=REPO / "configs" / "paper-bio.yaml")
+    assert proc.returncode != 0
+    assert "config key tasks.ncbi-disease.spec.path: path '/path/to/datasets/NER/NCBI-disease'" in proc.stdout + proc.stderr
