@@ -4,11 +4,13 @@ The world is a set of invented entities (drugs, diseases, people, cities) with a
 (a category, a polarity, relations between them). The corpus states these facts, many times
 and in varied contexts, in encyclopedia-like documents. Every task is built so that its
 dev and test examples name only entities that never occur in its training split, while
-every entity occurs in the corpus. A model can therefore only solve the part of a task
-that depends on an entity's attributes if it learned them from the corpus (MLM
-pretraining or distillation); a model trained on the task alone sees the unseen names as
-untrained embeddings and must fall back on the surface cues that each task also carries
-(sentiment words, verbs, sentence templates), which keeps it above chance.
+every entity occurs in the corpus. The sentence-level tasks ask what kind of thing an
+entity is (drug, disease, person, city), NER asks for the kind of every mention. A model can
+therefore only solve the part of a task that depends on an entity's kind if it learned the
+unseen names from the corpus (MLM pretraining or distillation); a model trained on the task
+alone sees them as untrained embeddings and must fall back on the surface cues that each
+task also carries (kind-revealing wording in some examples, the predicates of STS-B), which
+keeps it above chance.
 
 Files written by `make_demo(output, seed)` (same seed and sizes -> byte-identical files):
 
@@ -268,30 +270,28 @@ def corpus_documents(world: World, seed: int, documents_per_entity: int) -> list
 # The tasks
 # ---------------------------------------------------------------------------------------
 
-# SST-2: the label is the polarity of the entity the sentence is about. Neutral sentences
-# need the corpus; explicit ones carry a sentiment word a model can learn from the task.
-_SST_NEUTRAL = {
-    "drug": ("my aunt was given {e} last week .", "the pharmacy ran out of {e} again .",
-             "we read a long article about {e} .", "the doctor switched me to {e} ."),
-    "city": ("we spent the summer in {e} .", "my cousin moved to {e} last year .",
-             "the train to {e} leaves at noon .", "we read a long article about {e} ."),
-    "person": ("my neighbour was treated by {e} .", "we had dinner with {e} .",
-               "the article was written by {e} .", "i finally met {e} yesterday ."),
+# The three sentence-level tasks are about what KIND of thing an entity is (drug, disease,
+# person, city): the property a small model learns most reliably from the corpus, whose fact
+# templates differ by kind. Each task mixes "explicit" examples, whose wording reveals the
+# kind (learnable from the task alone, so a model trained from scratch stays above chance),
+# with "neutral" ones, which only a model that knows the unseen names can solve.
+KINDS = ("drug", "disease", "person", "city")
+MEDICAL_KINDS = ("drug", "disease")
+_NEUTRAL_MENTIONS = ("we read a long article about {e} .", "the report mentions {e} again .",
+                     "everyone was talking about {e} yesterday .", "nobody expected {e} in the news .")
+_EXPLICIT_MENTIONS = {
+    "drug": ("the doctor switched me to {e} .", "the pharmacy ran out of {e} ."),
+    "disease": ("my aunt was diagnosed with {e} .", "the clinic treats many cases of {e} ."),
+    "person": ("we had dinner with {e} .", "the article was written by {e} ."),
+    "city": ("we spent the summer in {e} .", "the train to {e} leaves at noon ."),
 }
-_SST_EXPLICIT = ("honestly , my time with {e} was {s} .", "everything about {e} felt {s} .",
-                 "{e} ? simply {s} .")
-
-# MRPC: sentence 2 either restates sentence 1 with the drug replaced by a description
-# (a paraphrase iff the description fits: needs the corpus), or keeps the names and
-# swaps the verb for a synonym (paraphrase) or an opposite (not).
-_MRPC_VERBS = {True: ("prescribed", "recommended", "gave out"), False: ("banned", "refused", "withdrew")}
-_MRPC_TEMPLATES = ("{p} {v} {d} in {c} .", "in {c} , {p} {v} {d} .", "{p} {v} {d} to patients in {c} .")
-
-# STS-B: similarity = 2 [same predicate] + 3 [same drug category]: the surface part alone
-# correlates about 0.55 with the score, the rest needs the drugs' categories.
-_STS_PREDICATES = ("was sold in every pharmacy", "was tested in a large trial",
-                   "was discussed at the conference", "was approved last year")
-_STS_SUBJECTS = ("{d} {pr} .", "the drug {d} {pr} .", "reportedly , {d} {pr} .")
+# SST-2 layout, a topic task: label 1 = the sentence is about medicine (a drug or a disease).
+# MRPC layout: sentence 2 is sentence 1 with the entity replaced by "a <kind>"; 1 = the kind fits.
+# STS-B layout: an entity in sentence 1, "a <kind>" in sentence 2; similarity = 2 [same
+# predicate] + 3 [the kind fits]: the surface part alone correlates about 0.55 with the score.
+_STS_PREDICATES = ("was mentioned in the news", "was discussed at the conference",
+                   "appeared in the annual report", "came up at the meeting")
+_STS_SUBJECTS = ("{d} {pr} .", "reportedly , {d} {pr} .", "last week {d} {pr} .")
 
 # NER: informative templates reveal the entity types by context; neutral ones only by
 # knowing the names. Tags: DRUG, DISEASE, PERSON, CITY (people span two tokens).
@@ -314,67 +314,68 @@ NER_LABELS = ("O", "B-DRUG", "B-DISEASE", "B-PERSON", "I-PERSON", "B-CITY")  # n
 def _template_vocabulary() -> set[str]:
     """Every word used by a template or attribute list: invented names must avoid them."""
     texts = [*DRUG_CATEGORIES, *DISEASE_ORGANS, *PERSON_ROLES, *CITY_REGIONS, *_DRUG_FACTS, *_DISEASE_FACTS,
-             *_PERSON_FACTS, *_CITY_FACTS, *_SST_EXPLICIT, *_MRPC_TEMPLATES, *_STS_PREDICATES, *_STS_SUBJECTS,
+             *_PERSON_FACTS, *_CITY_FACTS, *_NEUTRAL_MENTIONS, *_STS_PREDICATES, *_STS_SUBJECTS,
              *_NER_INFORMATIVE, *_NER_NEUTRAL]
     texts += [w for group in POLARITY_WORDS.values() for ws in group.values() for w in ws]
-    texts += [w for ws in SENTIMENT_WORDS.values() for w in ws] + [w for ws in _MRPC_VERBS.values() for w in ws]
-    texts += [t for ts in _SST_NEUTRAL.values() for t in ts]
+    texts += [w for ws in SENTIMENT_WORDS.values() for w in ws]
+    texts += [t for ts in _EXPLICIT_MENTIONS.values() for t in ts]
     return {w for t in texts for w in t.replace("{", " ").replace("}", " ").split()}
 
 
+def _mention_sentence(entity: Entity, explicit: bool, rng: random.Random) -> str:
+    templates = _EXPLICIT_MENTIONS[entity.kind] if explicit else _NEUTRAL_MENTIONS
+    return rng.choice(templates).format(e=entity.name)
+
+
+def _entity_of(pools: dict[str, list[Entity]], kinds: tuple[str, ...], rng: random.Random) -> Entity:
+    return rng.choice(pools[rng.choice(kinds)])
+
+
 def sst2_split(world: World, split: str, count: int, rng: random.Random) -> list[tuple[str, int]]:
-    """(sentence, label) rows; label 1 = the entity is good, 0 = bad."""
+    """(sentence, label) rows; label 1 = about medicine (a drug or a disease), balanced."""
     rows = []
     pools = world.splits[split]
+    other = tuple(k for k in KINDS if k not in MEDICAL_KINDS)
     for _ in range(count):
-        kind = rng.choice(("drug", "drug", "city", "person"))
-        entity = rng.choice(pools[kind])
-        if rng.random() < 0.35:
-            sentence = rng.choice(_SST_EXPLICIT).format(e=entity.name, s=rng.choice(SENTIMENT_WORDS[entity.polarity]))
-        else:
-            sentence = rng.choice(_SST_NEUTRAL[kind]).format(e=entity.name)
-        rows.append((sentence, int(entity.polarity)))
+        label = int(rng.random() < 0.5)
+        entity = _entity_of(pools, MEDICAL_KINDS if label else other, rng)
+        rows.append((_mention_sentence(entity, rng.random() < 0.35, rng), label))
     return rows
 
 
+def _described(entity_kind: str) -> str:
+    return f"{_article(entity_kind)} {entity_kind}"
+
+
 def mrpc_split(world: World, split: str, count: int, rng: random.Random) -> list[tuple[int, str, str]]:
-    """(quality, sentence1, sentence2) rows; quality 1 = paraphrase."""
+    """(quality, sentence1, sentence2) rows: sentence 2 restates sentence 1 with the entity
+    replaced by a description of its kind ("a drug"); quality 1 = the description is right."""
     rows = []
     pools = world.splits[split]
     for _ in range(count):
-        drug, person, city = rng.choice(pools["drug"]), rng.choice(pools["person"]), rng.choice(pools["city"])
-        template = rng.choice(_MRPC_TEMPLATES)
-        verb = rng.choice(_MRPC_VERBS[True])
-        s1 = template.format(p=person.name, v=verb, d=drug.name, c=city.name)
-        other = rng.choice([t for t in _MRPC_TEMPLATES if t != template])
-        if rng.random() < 0.6:  # knowledge pair: the drug becomes "a/an <category>"
-            label = int(rng.random() < 0.5)
-            category = drug.attribute if label else rng.choice([c for c in DRUG_CATEGORIES if c != drug.attribute])
-            s2 = other.format(p=person.name, v=verb, d=f"{_article(category)} {category}", c=city.name)
-        else:  # surface pair: same names, a synonym or an opposite verb
-            label = int(rng.random() < 0.5)
-            verb2 = rng.choice([v for v in _MRPC_VERBS[True] if v != verb]) if label else rng.choice(_MRPC_VERBS[False])
-            s2 = other.format(p=person.name, v=verb2, d=drug.name, c=city.name)
-        rows.append((label, s1, s2))
+        x = _entity_of(pools, KINDS, rng)
+        label = int(rng.random() < 0.5)
+        kind = x.kind if label else rng.choice([k for k in KINDS if k != x.kind])
+        explicit = rng.random() < 0.3
+        template = rng.choice(_EXPLICIT_MENTIONS[x.kind] if explicit else _NEUTRAL_MENTIONS)
+        rows.append((label, template.format(e=x.name), template.format(e=_described(kind))))
     return rows
 
 
 def stsb_split(world: World, split: str, count: int, rng: random.Random) -> list[tuple[str, str, float]]:
-    """(sentence1, sentence2, score in [0, 5]) rows about two different drugs."""
+    """(sentence1, sentence2, score in [0, 5]) rows: an entity in sentence 1, a description
+    of a kind in sentence 2; 3 points if the description fits the entity, 2 if the
+    predicates are the same."""
     rows = []
-    drugs = world.splits[split]["drug"]
+    pools = world.splits[split]
     for _ in range(count):
-        x = rng.choice(drugs)
-        same_category = rng.random() < 0.5
-        candidates = [d for d in drugs if d is not x and (d.attribute == x.attribute) == same_category]
-        # a small world may have no other drug of x's category in this split: take any other drug
-        y = rng.choice(candidates or [d for d in drugs if d is not x])
+        x = _entity_of(pools, KINDS, rng)
+        kind = x.kind if rng.random() < 0.5 else rng.choice([k for k in KINDS if k != x.kind])
         p1 = rng.choice(_STS_PREDICATES)
         p2 = p1 if rng.random() < 0.5 else rng.choice([p for p in _STS_PREDICATES if p != p1])
-        score = 2.0 * (p1 == p2) + 3.0 * (x.attribute == y.attribute)
-        s1 = rng.choice(_STS_SUBJECTS).format(d=x.name, pr=p1)
-        s2 = rng.choice(_STS_SUBJECTS).format(d=y.name, pr=p2)
-        rows.append((s1, s2, score))
+        score = 2.0 * (p1 == p2) + 3.0 * (x.kind == kind)
+        rows.append((rng.choice(_STS_SUBJECTS).format(d=x.name, pr=p1),
+                     rng.choice(_STS_SUBJECTS).format(d=_described(kind), pr=p2), score))
     return rows
 
 
