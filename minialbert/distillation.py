@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minialbert.modeling import MiniAlbertForMaskedLM
+
 COMPONENTS = ("mlm", "attention", "hidden", "output", "embedding")
 PAPER_WEIGHTS: dict[str, float] = {"mlm": 1.0, "attention": 3.0, "hidden": 3.0, "output": 5.0, "embedding": 0.0}
 KL_EPS = 1e-12  # the authors' smoothing of both attention distributions
@@ -116,12 +118,8 @@ def check_layer_map(layer_map: Sequence[int] | None, num_student: int, num_teach
 def _split_mlm_model(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None:
     """(encoder, head) of a masked-LM model so the head can run on selected positions only;
     None for an architecture we do not know (then the full forward is used)."""
-    if hasattr(model, "minialbert") and hasattr(model, "vocab_projector"):  # MiniAlbertForMaskedLM
-
-        def head(x):
-            return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(x))))
-
-        return model.minialbert, head
+    if isinstance(model, MiniAlbertForMaskedLM):
+        return model.minialbert, model.head
     base = getattr(model, "base_model", None)
     if base is not None and base is not model:
         for name in ("cls", "lm_head"):  # BERT-style, RoBERTa-style heads

@@ -233,8 +233,50 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         return BaseModelOutput(last_hidden_state=h, hidden_states=hidden_states, attentions=attentions)
 
 
-class MiniAlbertForMaskedLM(MiniAlbertPreTrainedModel):
+class MiniAlbertWithHead(MiniAlbertPreTrainedModel):
+    """The encoder plus a task head: subclasses define `head` (last hidden state -> logits),
+    `compute_loss` and `output_class`; the forward pass around them is shared."""
+
+    output_class = None
+
+    def head(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.minialbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.head(out.last_hidden_state)
+        loss = None if labels is None else self.compute_loss(logits, labels)
+        if not return_dict:
+            rest = tuple(v for v in (out.hidden_states, out.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return self.output_class(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+class MiniAlbertForMaskedLM(MiniAlbertWithHead):
     """MiniALBERT with the DistilBERT-style MLM head: Linear(H,H) -> GELU -> LayerNorm -> Linear(H,V)."""
+
+    output_class = MaskedLMOutput
 
     def __init__(self, config: MiniAlbertConfig):
         super().__init__(config)
@@ -252,84 +294,37 @@ class MiniAlbertForMaskedLM(MiniAlbertPreTrainedModel):
     def set_output_embeddings(self, value):
         self.vocab_projector = value
 
-    def forward(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        out = self.minialbert(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        x = self.vocab_layer_norm(self.activation(self.vocab_transform(out.last_hidden_state)))
-        logits = self.vocab_projector(x)  # (B, T, V)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
-        if not return_dict:
-            rest = tuple(v for v in (out.hidden_states, out.attentions) if v is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+    def head(self, last_hidden_state):
+        x = self.vocab_layer_norm(self.activation(self.vocab_transform(last_hidden_state)))
+        return self.vocab_projector(x)  # (B, T, V)
+
+    def compute_loss(self, logits, labels):
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
 
 
-def _classifier_dropout(config: MiniAlbertConfig) -> float:
-    p = config.classifier_dropout_prob
-    return config.hidden_dropout_prob if p is None else p
-
-
-class MiniAlbertForSequenceClassification(MiniAlbertPreTrainedModel):
-    """[CLS] hidden state of the last recursion -> dropout -> Linear(H, L). No pooler.
-    The loss follows `config.problem_type` (regression, single- or multi-label), as in BERT."""
+class MiniAlbertWithClassifier(MiniAlbertWithHead):
+    """The encoder, dropout and a Linear(H, num_labels) classifier."""
 
     def __init__(self, config: MiniAlbertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.minialbert = MiniAlbertModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        p = config.classifier_dropout_prob
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        out = self.minialbert(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.classifier(self.dropout(out.last_hidden_state[:, 0]))  # (B, L)
-        loss = None if labels is None else self._loss(logits, labels)
-        if not return_dict:
-            rest = tuple(v for v in (out.hidden_states, out.attentions) if v is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
-        )
 
-    def _loss(self, logits, labels):
+class MiniAlbertForSequenceClassification(MiniAlbertWithClassifier):
+    """[CLS] hidden state of the last recursion -> dropout -> Linear(H, L). No pooler.
+    The loss follows `config.problem_type` (regression, single- or multi-label), as in BERT."""
+
+    output_class = SequenceClassifierOutput
+
+    def head(self, last_hidden_state):
+        return self.classifier(self.dropout(last_hidden_state[:, 0]))  # (B, L)
+
+    def compute_loss(self, logits, labels):
         if self.config.problem_type is None:
             if self.num_labels == 1:
                 self.config.problem_type = "regression"
@@ -344,42 +339,13 @@ class MiniAlbertForSequenceClassification(MiniAlbertPreTrainedModel):
         return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
 
 
-class MiniAlbertForTokenClassification(MiniAlbertPreTrainedModel):
+class MiniAlbertForTokenClassification(MiniAlbertWithClassifier):
     """Every token's last hidden state -> dropout -> Linear(H, L); labels -100 are ignored."""
 
-    def __init__(self, config: MiniAlbertConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.minialbert = MiniAlbertModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+    output_class = TokenClassifierOutput
 
-    def forward(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ):
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        out = self.minialbert(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, L)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
-        if not return_dict:
-            rest = tuple(v for v in (out.hidden_states, out.attentions) if v is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+    def head(self, last_hidden_state):
+        return self.classifier(self.dropout(last_hidden_state))  # (B, T, L)
+
+    def compute_loss(self, logits, labels):
+        return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import datasets
 
-from minialbert.utils import ConfigError, atomic_directory, load_yaml, read_json, write_json_atomic
+from minialbert.utils import ConfigError, atomic_directory, iter_jsonl, load_yaml, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ def read_files(spec: TaskSpec) -> dict[str, RawSplit]:
 def _read_table_file(spec: TaskSpec, path: Path, split: str) -> RawSplit:
     if not path.is_file():
         raise ConfigError(f"{spec.origin}: field 'files.{split}': {path} not found")
-    rows = list(_iter_jsonl(path) if path.suffix in (".jsonl", ".json") else _iter_csv(path))
+    rows = list(iter_jsonl(path) if path.suffix in (".jsonl", ".json") else _iter_csv(path))
     if not rows:
         raise ConfigError(f"{path}: empty file")
     required = list(spec.text_columns)
@@ -478,20 +478,6 @@ def _iter_csv(path: Path) -> Iterable[tuple[int, dict]]:
             if len(fields) != len(header):
                 raise ConfigError(f"{path}: line {reader.line_num}: expected {len(header)} columns, found {len(fields)}")
             yield reader.line_num, dict(zip(header, fields))
-
-
-def _iter_jsonl(path: Path) -> Iterable[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
 
 
 READERS = {

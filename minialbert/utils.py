@@ -83,6 +83,22 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
 
 
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) from a JSON-lines file, skipping blank lines; a line that
+    is not a JSON object is a ConfigError naming the file and the line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML mapping, naming the file on any problem."""
     import yaml

@@ -78,7 +78,7 @@ def test_demo_source(tmp_path):
     ({"type": "files", "paths": ["nothing-here-*.txt"], "text_layout": "line"}, "glob 'nothing-here-\\*.txt' matches no file"),
     ({"type": "files", "paths": ["{tmp}/docs.txt"]}, "docs.txt: plain-text corpus file, but field `text_layout`"),
     ({"type": "files", "paths": ["{tmp}/docs.txt"], "text_layout": "lines"}, "field `text_layout` must be one of"),
-    ({"type": "files", "paths": ["{tmp}/docs.jsonl"], "text_column": "body"}, "docs.jsonl:2: expected a JSON object with the text column 'body'"),
+    ({"type": "files", "paths": ["{tmp}/docs.jsonl"], "text_column": "body"}, "docs.jsonl: line 2: expected a JSON object with the text column 'body'"),
     ({"type": "files", "paths": ["{tmp}/docs.csv"], "text_column": "body"}, "docs.csv: CSV header has no text column 'body'"),
     ({"type": "files", "paths": ["{tmp}/blank.txt"], "text_layout": "line"}, "the corpus is empty"),
     ({"type": "files", "paths": ["{tmp}/docs.xml"]}, "docs.xml: cannot tell the format"),

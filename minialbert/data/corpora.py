@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from minialbert.utils import ConfigError, atomic_directory, load_yaml, read_json
+from minialbert.utils import ConfigError, atomic_directory, iter_jsonl, load_yaml, read_json
 
 SOURCE_TYPES = ("hub", "files", "demo")
 FILE_FORMATS = ("text", "jsonl", "csv", "parquet")
@@ -158,17 +158,10 @@ def _read_text(path: Path, layout: str) -> Iterator[str]:
 
 
 def _read_jsonl(path: Path, column: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict) or column not in record:
-                raise ConfigError(f"{path}:{lineno}: expected a JSON object with the text column {column!r}")
-            yield _as_text(record[column], path, lineno, column)
+    for lineno, record in iter_jsonl(path):
+        if column not in record:
+            raise ConfigError(f"{path}: line {lineno}: expected a JSON object with the text column {column!r}")
+        yield _as_text(record[column], path, lineno, column)
 
 
 def _read_csv(path: Path, column: str) -> Iterator[str]:
