@@ -287,11 +287,8 @@ _EXPLICIT_MENTIONS = {
 }
 # SST-2 layout, a topic task: label 1 = the sentence is about medicine (a drug or a disease).
 # MRPC layout: sentence 2 is sentence 1 with the entity replaced by "a <kind>"; 1 = the kind fits.
-# STS-B layout: an entity in sentence 1, "a <kind>" in sentence 2; similarity = 2 [same
-# predicate] + 3 [the kind fits]: the surface part alone correlates about 0.55 with the score.
-_STS_PREDICATES = ("was mentioned in the news", "was discussed at the conference",
-                   "appeared in the annual report", "came up at the meeting")
-_STS_SUBJECTS = ("{d} {pr} .", "reportedly , {d} {pr} .", "last week {d} {pr} .")
+# STS-B layout: the same restatement, graded: 5 = the kind fits, 2.5 = the other kind of the
+# same domain (medical or not), 0 = a kind of the other domain.
 
 # NER: informative templates reveal the entity types by context; neutral ones only by
 # knowing the names. Tags: DRUG, DISEASE, PERSON, CITY (people span two tokens).
@@ -314,7 +311,7 @@ NER_LABELS = ("O", "B-DRUG", "B-DISEASE", "B-PERSON", "I-PERSON", "B-CITY")  # n
 def _template_vocabulary() -> set[str]:
     """Every word used by a template or attribute list: invented names must avoid them."""
     texts = [*DRUG_CATEGORIES, *DISEASE_ORGANS, *PERSON_ROLES, *CITY_REGIONS, *_DRUG_FACTS, *_DISEASE_FACTS,
-             *_PERSON_FACTS, *_CITY_FACTS, *_NEUTRAL_MENTIONS, *_STS_PREDICATES, *_STS_SUBJECTS,
+             *_PERSON_FACTS, *_CITY_FACTS, *_NEUTRAL_MENTIONS,
              *_NER_INFORMATIVE, *_NER_NEUTRAL]
     texts += [w for group in POLARITY_WORDS.values() for ws in group.values() for w in ws]
     texts += [w for ws in SENTIMENT_WORDS.values() for w in ws]
@@ -363,19 +360,24 @@ def mrpc_split(world: World, split: str, count: int, rng: random.Random) -> list
 
 
 def stsb_split(world: World, split: str, count: int, rng: random.Random) -> list[tuple[str, str, float]]:
-    """(sentence1, sentence2, score in [0, 5]) rows: an entity in sentence 1, a description
-    of a kind in sentence 2; 3 points if the description fits the entity, 2 if the
-    predicates are the same."""
+    """(sentence1, sentence2, score in [0, 5]) rows: sentence 2 restates sentence 1 with the
+    entity replaced by "a <kind>"; 5 if the kind fits, 2.5 if it is the other kind of the
+    same domain (medical: drug, disease; other: person, city), 0 otherwise."""
     rows = []
     pools = world.splits[split]
     for _ in range(count):
         x = _entity_of(pools, KINDS, rng)
-        kind = x.kind if rng.random() < 0.5 else rng.choice([k for k in KINDS if k != x.kind])
-        p1 = rng.choice(_STS_PREDICATES)
-        p2 = p1 if rng.random() < 0.5 else rng.choice([p for p in _STS_PREDICATES if p != p1])
-        score = 2.0 * (p1 == p2) + 3.0 * (x.kind == kind)
-        rows.append((rng.choice(_STS_SUBJECTS).format(d=x.name, pr=p1),
-                     rng.choice(_STS_SUBJECTS).format(d=_described(kind), pr=p2), score))
+        domain = MEDICAL_KINDS if x.kind in MEDICAL_KINDS else tuple(k for k in KINDS if k not in MEDICAL_KINDS)
+        score = rng.choice((5.0, 2.5, 0.0))
+        if score == 5.0:
+            kind = x.kind
+        elif score == 2.5:
+            kind = next(k for k in domain if k != x.kind)
+        else:
+            kind = rng.choice([k for k in KINDS if k not in domain])
+        explicit = rng.random() < 0.3
+        template = rng.choice(_EXPLICIT_MENTIONS[x.kind] if explicit else _NEUTRAL_MENTIONS)
+        rows.append((template.format(e=x.name), template.format(e=_described(kind)), score))
     return rows
 
 
