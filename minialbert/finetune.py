@@ -338,6 +338,10 @@ class Run:
     collator: Any
     model_keys: tuple[str, ...]
     autocast_dtype: torch.dtype | None
+    # Regression: (mean, std) of the training targets. The model learns standardised targets
+    # and predictions are mapped back; with raw 0-5 scores a pretrained post-LN encoder was
+    # seen to collapse to predicting the mean (STS-B Pearson ~0 against ~0.9 standardised).
+    target_scale: tuple[float, float] | None = None
 
 
 def pick_device(name: str) -> torch.device:
@@ -398,12 +402,24 @@ def setup(config: FinetuneConfig) -> Run:
     model.to(device)
     encode = encode_words if task.type == "token" else encode_sequences
     features = {split: encode(task, split, tokenizer, config.max_length) for split in task.splits}
+    target_scale = standardise_targets(features["train"]) if task.type == "regression" else None
     accepted = set(inspect.signature(model.forward).parameters)
     model_keys = tuple(k for k in MODEL_KEYS if k in accepted)  # e.g. DistilBERT takes no token_type_ids
     use_bf16 = config.bf16 == "true" or (
         config.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     return Run(config, task, tokenizer, model, device, features, make_collator(tokenizer, task.type),
-               model_keys, torch.bfloat16 if use_bf16 else None)
+               model_keys, torch.bfloat16 if use_bf16 else None, target_scale)
+
+
+def standardise_targets(train_features: list[dict]) -> tuple[float, float]:
+    """Replace the training features' regression targets by z-scores, in place; return the
+    (mean, std) that `predict` uses to map outputs back to the task's scale."""
+    targets = [float(f["labels"]) for f in train_features]
+    mean = sum(targets) / len(targets)
+    std = math.sqrt(sum((t - mean) ** 2 for t in targets) / len(targets)) or 1.0
+    for f in train_features:
+        f["labels"] = (float(f["labels"]) - mean) / std
+    return mean, std
 
 
 def autocast(run: Run):
@@ -500,7 +516,8 @@ def predict(run: Run, split: str) -> list:
         with autocast(run):
             logits = run.model(**batch).logits.float()
         if run.task.type == "regression":
-            values = logits.squeeze(-1).cpu().tolist()
+            mean, std = run.target_scale
+            values = (logits.squeeze(-1) * std + mean).cpu().tolist()
         else:
             values = logits.argmax(-1).cpu().tolist()
         for i, value in zip(indices, values):

@@ -292,3 +292,14 @@ def test_generic_adapters_find_other_encoders_by_structure(family):
     assert wrapped == expected
     frozen_base = all(not p.requires_grad for n, p in model.base_model.named_parameters() if ".adapter." not in n)
     assert frozen_base and any(p.requires_grad for p in model.classifier.parameters())
+
+
+def test_regression_targets_are_standardised_for_training_and_mapped_back():
+    features = [{"labels": 0.0}, {"labels": 2.5}, {"labels": 5.0}, {"labels": 5.0}]
+    mean, std = ft.standardise_targets(features)
+    assert mean == pytest.approx(3.125)
+    assert std == pytest.approx(((3.125**2 + 0.625**2 + 2 * 1.875**2) / 4) ** 0.5)
+    z = [f["labels"] for f in features]
+    assert sum(z) == pytest.approx(0.0, abs=1e-12)
+    assert sum(v * v for v in z) / len(z) == pytest.approx(1.0)
+    assert [v * std + mean for v in z] == pytest.approx([0.0, 2.5, 5.0, 5.0])
