@@ -13,6 +13,7 @@ import torch
 from minialbert import finetune as ft
 from minialbert.cli import main as cli_main
 from minialbert.tasks import build_task, parse_task_spec
+from minialbert.utils import ConfigError
 
 WORDS = ("the a film movie good bad great awful plot acting is was not very really fun dull "
          "aspirin naloxone delirium caused reverses clonidine patients with cancer disease "
@@ -222,6 +223,31 @@ def test_length_grouped_batches_cover_everything():
     assert sorted(i for b in batches for i in b) == list(range(103))
     assert batches == ft.length_grouped_batches(lengths, 8, random.Random(0), group_factor=4)
     assert ft.warmup_steps(0.1, 95) == 10 and ft.warmup_steps(7, 95) == 7
+
+
+def test_sorted_eval_batches_respect_the_token_budget():
+    lengths = [random.Random(i).randint(1, 60) for i in range(200)] + [400]
+    batches = ft.sorted_batches(lengths, 64, max_tokens=300)
+    assert sorted(i for b in batches for i in b) == list(range(201))
+    assert batches[0] == [200]  # longer than the budget: alone, never dropped or truncated
+    for batch in batches[1:]:
+        assert len(batch) <= 64 and len(batch) * max(lengths[i] for i in batch) <= 300
+        assert lengths[batch[0]] == max(lengths[i] for i in batch)  # longest first
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat, reverse=True)
+    assert [len(b) for b in ft.sorted_batches(lengths, 64)] == [64, 64, 64, 9]  # no budget: by count
+
+
+def test_eval_token_budget_is_a_run_setting_not_part_of_the_hash():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    auto = ft.FinetuneConfig(model="m", task="t")
+    assert ft.eval_token_budget(auto, cpu) == ft.CPU_EVAL_MAX_TOKENS and ft.eval_token_budget(auto, gpu) is None
+    fixed = ft.FinetuneConfig(model="m", task="t", eval_max_tokens="4096")
+    assert ft.eval_token_budget(fixed, cpu) == 4096 == ft.eval_token_budget(fixed, gpu)
+    assert fixed.resolved() == auto.resolved()  # changing it does not rerun finished runs
+    for bad in ("0", "-5", "lots"):
+        with pytest.raises(ConfigError, match="--eval-max-tokens"):
+            ft.FinetuneConfig(model="m", task="t", eval_max_tokens=bad).check()
 
 
 def test_bad_arguments_are_config_errors(bert_dir, task_dirs, tmp_path, capsys):
