@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("minialbert.finetune", "fine-tune an encoder (full or adapter tuning) on a task and write metrics.json"),
     "distill": ("minialbert.distill", "distil a MiniALBERT student from a masked-LM teacher (config-driven, resumable, DDP)"),
     "pretrain-teacher": ("minialbert.distill", "pre-train a BERT masked-LM teacher from scratch on a windows dataset"),
+    "init-teacher": ("minialbert.distill", "save a BERT masked LM of a teacher's shape, randomly initialised and untrained"),
     "aggregate": ("minialbert.report", "collect fine-tuning runs into runs/summary/table/efficiency CSVs and a plot"),
     "efficiency": ("minialbert.report", "measure a model's parameters and CPU latency/throughput at a fixed shape"),
 }

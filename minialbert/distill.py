@@ -1,4 +1,4 @@
-"""`minialbert distill` and `minialbert pretrain-teacher`: config -> job -> the shared training loop.
+"""`minialbert distill`, `pretrain-teacher` and `init-teacher`: config -> job -> the shared training loop.
 
 distill --config FILE --output DIR   (YAML; defaults shown)
     teacher: <model dir or hub name>        # a masked-LM teacher (BERT family)
@@ -28,7 +28,12 @@ pretrain-teacher --config FILE --output DIR
             max_position_embeddings: 512}
     training: as above
 
-Both write DIR/model (save_pretrained + tokenizer files), DIR/metrics.json, DIR/train_log.jsonl;
+init-teacher --config FILE --output DIR
+    tokenizer: <dir>   model: as above   seed: 0
+    the same BERT, randomly initialised and not trained: the "trained on the task only"
+    reference row (the demo's `scratch`). Writes DIR/model and DIR/metrics.json.
+
+distill and pretrain-teacher write DIR/model (save_pretrained + tokenizer files), DIR/metrics.json, DIR/train_log.jsonl;
 checkpoints go to training.checkpoint_dir (default DIR/checkpoints). Run unchanged under
 `torchrun --nproc_per_node N minialbert distill ...` for DDP.
 """
@@ -146,11 +151,7 @@ def resolve_distill_config(raw: Mapping[str, Any], where: str = "config") -> dic
     return cfg
 
 
-def resolve_pretrain_config(raw: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
-    """Validate a pretrain-teacher config and fill in defaults."""
-    from minialbert.training import resolve_training_config
-
-    _check_top(raw, ("tokenizer", "windows", "model", "training"), where)
+def _teacher_model_section(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     model = _section(raw, "model", TEACHER_MODEL_DEFAULTS, where)
     for key in TEACHER_MODEL_DEFAULTS:
         _positive_int_or_null("model", model, key, where)
@@ -159,12 +160,30 @@ def resolve_pretrain_config(raw: Mapping[str, Any], where: str = "config") -> di
     if model["hidden_size"] % model["num_attention_heads"]:
         raise ConfigError(f"{where}: model.num_attention_heads: must divide model.hidden_size "
                           f"({model['hidden_size']}), got {model['num_attention_heads']}")
+    return model
+
+
+def resolve_pretrain_config(raw: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
+    """Validate a pretrain-teacher config and fill in defaults."""
+    from minialbert.training import resolve_training_config
+
+    _check_top(raw, ("tokenizer", "windows", "model", "training"), where)
     return {
         "tokenizer": _require_str(raw, "tokenizer", where),
         "windows": _require_str(raw, "windows", where),
-        "model": model,
+        "model": _teacher_model_section(raw, where),
         "training": resolve_training_config(raw.get("training"), where),
     }
+
+
+def resolve_init_config(raw: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
+    """Validate an init-teacher config (tokenizer, model, seed) and fill in defaults."""
+    _check_top(raw, ("tokenizer", "model", "seed"), where)
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: seed: expected an integer, got {seed!r}")
+    return {"tokenizer": _require_str(raw, "tokenizer", where), "model": _teacher_model_section(raw, where),
+            "seed": seed}
 
 
 # ----------------------------------------------------------------------------------------
@@ -273,10 +292,19 @@ def run_distill(config_path: str | Path, output: str | Path) -> dict[str, Any]:
         shutdown_runtime()
 
 
-def run_pretrain_teacher(config_path: str | Path, output: str | Path) -> dict[str, Any]:
-    """Pre-train a BERT masked-LM teacher from scratch as configured; returns the metrics."""
+def build_teacher(tokenizer, m: Mapping[str, int]):
+    """A randomly initialised BERT masked LM of the configured shape over the tokenizer's vocabulary."""
     from transformers import BertConfig, BertForMaskedLM
 
+    return BertForMaskedLM(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=m["hidden_size"], num_hidden_layers=m["num_hidden_layers"],
+        num_attention_heads=m["num_attention_heads"], intermediate_size=m["intermediate_size"],
+        max_position_embeddings=m["max_position_embeddings"], pad_token_id=tokenizer.pad_token_id or 0,
+    ))
+
+
+def run_pretrain_teacher(config_path: str | Path, output: str | Path) -> dict[str, Any]:
+    """Pre-train a BERT masked-LM teacher from scratch as configured; returns the metrics."""
     from minialbert.distillation import DistillationModule
     from minialbert.training import TrainingJob, load_windows, setup_runtime, shutdown_runtime, train
 
@@ -287,12 +315,7 @@ def run_pretrain_teacher(config_path: str | Path, output: str | Path) -> dict[st
         tokenizer = _load_tokenizer(cfg["tokenizer"], where, "tokenizer")
         dataset = load_windows(cfg["windows"], where)
         set_seed(cfg["training"]["seed"])
-        m = cfg["model"]
-        model = BertForMaskedLM(BertConfig(
-            vocab_size=len(tokenizer), hidden_size=m["hidden_size"], num_hidden_layers=m["num_hidden_layers"],
-            num_attention_heads=m["num_attention_heads"], intermediate_size=m["intermediate_size"],
-            max_position_embeddings=m["max_position_embeddings"], pad_token_id=tokenizer.pad_token_id or 0,
-        ))
+        model = build_teacher(tokenizer, cfg["model"])
         mlm_only = {"mlm": 1.0, "attention": 0.0, "hidden": 0.0, "output": 0.0, "embedding": 0.0}
 
         def save_model(dst: Path) -> None:
@@ -308,6 +331,24 @@ def run_pretrain_teacher(config_path: str | Path, output: str | Path) -> dict[st
         shutdown_runtime()
 
 
+def run_init_teacher(config_path: str | Path, output: str | Path) -> dict[str, Any]:
+    """Save the configured BERT randomly initialised (seeded), untrained, as OUTPUT/model."""
+    from minialbert.parameters import count_parameters
+    from minialbert.utils import atomic_directory, write_json_atomic
+
+    where = str(config_path)
+    cfg = resolve_init_config(load_yaml(config_path), where)
+    tokenizer = _load_tokenizer(cfg["tokenizer"], where, "tokenizer")
+    set_seed(cfg["seed"])
+    model = build_teacher(tokenizer, cfg["model"])
+    metrics = {"steps": 0, "seed": cfg["seed"], "parameters": count_parameters(model.base_model), "config": cfg}
+    with atomic_directory(output) as tmp:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "model")
+        write_json_atomic(tmp / "metrics.json", metrics)
+    return metrics
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config (see `minialbert.distill` for the schema)")
     parser.add_argument("--output", required=True, help="output dir: model/, metrics.json, train_log.jsonl")
@@ -317,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
     from minialbert.training import NonFiniteLossError, TrainingInterrupted
 
     command = getattr(args, "command", "distill")
-    fn = run_pretrain_teacher if command == "pretrain-teacher" else run_distill
+    fn = {"pretrain-teacher": run_pretrain_teacher, "init-teacher": run_init_teacher}.get(command, run_distill)
     try:
         metrics = fn(args.config, args.output)
     except NonFiniteLossError as e:
@@ -327,6 +368,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"minialbert {command}: {e}", file=sys.stderr)
         return 143
     if os.environ.get("RANK", "0") == "0":
-        print(f"minialbert {command}: wrote {Path(args.output) / 'model'} ({metrics['steps']} steps, "
-              f"total loss {metrics.get('total', float('nan')):.4f})")
+        loss = f", total loss {metrics['total']:.4f}" if "total" in metrics else ""
+        print(f"minialbert {command}: wrote {Path(args.output) / 'model'} ({metrics['steps']} steps{loss})")
     return 0

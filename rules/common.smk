@@ -241,6 +241,17 @@ def build_registry(check):
     for name, entry in config["baselines"].items():
         key = f"baselines.{name}"
         src = entry["source"]
+        if src == "scratch":
+            like = config["teachers"].get(entry.get("like"))
+            if like is None or like["source"] != "pretrain" or name == entry.get("like"):
+                check.fail(f"{key}.like", f"source 'scratch' needs 'like': a teachers entry with source pretrain, "
+                                          f"got {entry.get('like')!r}")
+                continue
+            identity = config_hash({"baseline": strip_workflow_keys(entry), "model": like.get("model") or {},
+                                    "tokenizer": tokenizer_identity(like["tokenizer"])})
+            add(name, key, kind="baseline", dir=f"results/baselines/{name}/model",
+                inputs=[f"results/baselines/{name}"], identity=identity)
+            continue
         if src == "local" or (src == "authors" and "path" in entry):
             if "path" not in entry:
                 check.fail(key, "source 'local' needs 'path'")
@@ -323,7 +334,7 @@ def check_references(check):
             check.fail(key, f"source '{entry['source']}' needs '{needed}'")
         elif entry["source"] == "model":
             model = config["teachers"].get(entry["model"]) or config["baselines"].get(entry["model"])
-            if model is None or model["source"] == "pretrain":
+            if model is None or model["source"] in ("pretrain", "scratch"):
                 check.fail(f"{key}.model", f"'{entry['model']}' is not a hub, local or authors teachers/baselines entry")
         elif entry["source"] == "local":
             check_local_path(check, f"{key}.path", expand_path(entry["path"]))
@@ -493,6 +504,19 @@ def pretrain_job_config(wildcards):
                     "windows": f"results/windows/{entry['windows']}",
                     "model": entry.get("model") or {}, "training": training},
     })
+
+
+def scratch_inputs(wildcards):
+    like = config["teachers"][config["baselines"][wildcards.model]["like"]]
+    return tokenizer_ref(like["tokenizer"])[1]
+
+
+def scratch_job_config(wildcards):
+    entry = config["baselines"][wildcards.model]
+    like = config["teachers"][entry["like"]]
+    return job_config({"name": wildcards.model, "identity": MODELS[wildcards.model]["identity"],
+                       "command": {"tokenizer": tokenizer_ref(like["tokenizer"])[0],
+                                   "model": like.get("model") or {}, "seed": entry.get("seed", 0)}})
 
 
 def download_job_config(wildcards):

@@ -1,6 +1,7 @@
 # Teachers and comparison checkpoints: pretrained from scratch (the demo), downloaded from
-# the hub, or converted from the MiniALBERT authors' published layout. Downloads happen in
-# jobs, never while the DAG is built.
+# the hub, converted from the MiniALBERT authors' published layout, or a teacher's
+# architecture left untrained (the `scratch` baseline: trained on each task alone). Downloads
+# happen in jobs, never while the DAG is built.
 
 # Hub downloads need the internet, which cluster compute nodes often lack: run them on the
 # submit host.
@@ -25,6 +26,22 @@ rule pretrain_teacher:
         SOFTWARE_ENV
     script:
         "../workflow_scripts/train.py"
+
+
+rule init_scratch_model:
+    input:
+        scratch_inputs,
+    output:
+        directory("results/baselines/{model}"),
+    params:
+        job_config=scratch_job_config,
+    log:
+        "logs/init_scratch_model/{model}.log",
+    threads: 1
+    conda:
+        SOFTWARE_ENV
+    script:
+        "../workflow_scripts/init_teacher.py"
 
 
 rule download_model:

@@ -171,6 +171,42 @@ def test_pretrain_teacher(world, tmp_path):
     assert model.config.num_hidden_layers == 2 and (tmp_path / "teacher" / "model" / "tokenizer.json").exists()
 
 
+def test_init_teacher_saves_the_untrained_architecture(world, tmp_path):
+    """`init-teacher`: the pretrain-teacher shape, seeded random weights, no training; bad seeds
+    and unknown keys are refused naming the field, leaving no output behind."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from minialbert.cli import main
+
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+             "max_position_embeddings": 64}
+
+    def init(name, seed):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"tokenizer": str(world["tokenizer"]), "model": shape, "seed": seed}))
+        assert main(["init-teacher", "--config", str(tmp_path / f"{name}.yaml"), "--output", str(tmp_path / name)]) == 0
+        return AutoModelForMaskedLM.from_pretrained(tmp_path / name / "model")
+
+    a, again, other = init("a", 0), init("again", 0), init("other", 1)
+    assert a.config.num_hidden_layers == 2 and a.config.hidden_size == 32
+    assert (tmp_path / "a" / "model" / "tokenizer.json").exists()
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["steps"] == 0 and metrics["seed"] == 0
+    wa, wo = a.state_dict(), other.state_dict()
+    assert all(torch.equal(w, again.state_dict()[k]) for k, w in wa.items())  # seeded
+    assert not torch.equal(wa["bert.encoder.layer.0.attention.self.query.weight"],
+                           wo["bert.encoder.layer.0.attention.self.query.weight"])
+
+    for bad, field in (({"seed": "zero"}, "seed"), ({"steps": 3}, "steps")):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"tokenizer": str(world["tokenizer"]), "model": shape, **bad}))
+        with pytest.raises(ConfigError, match=field):
+            from minialbert.distill import run_init_teacher
+
+            run_init_teacher(tmp_path / "bad.yaml", tmp_path / "bad")
+        assert not (tmp_path / "bad").exists()
+
+
 def test_sigkill_then_restart_resumes_and_finishes(world, tmp_path):
     cfg = distill_config(world, tmp_path / "c.yaml", max_steps=16, checkpoint_interval=2, log_interval=1)
     out = tmp_path / "out"

@@ -81,18 +81,26 @@ def test_tiny_workflow_end_to_end(tiny_run):
     for name in ("runs.csv", "summary.csv", "table.csv", "efficiency.csv", "score_vs_params.png"):
         assert (summary / name).stat().st_size > 0, name
     runs = pd.read_csv(summary / "runs.csv")
-    # teacher: full only (modes: [full]); two students: full + adapter; 2 tasks, 1 lr, 1 seed
-    assert len(runs) == 2 + 2 * 2 * 2
-    assert set(runs["model"]) == {"teacher", "student-a", "student-b"}
+    # teacher and scratch: full only (modes: [full]); two students: full + adapter; 2 tasks, 1 lr, 1 seed
+    assert len(runs) == 2 + 2 + 2 * 2 * 2
+    assert set(runs["model"]) == {"teacher", "scratch", "student-a", "student-b"}
     assert runs["config_hash"].notna().all() and runs["model_identity"].notna().all()
     table = pd.read_csv(summary / "table.csv")
-    assert len(table) == 5 and {"sst2", "ner", "average", "unique_params", "trainable_params"} <= set(table.columns)
+    assert len(table) == 6 and {"sst2", "ner", "average", "unique_params", "trainable_params"} <= set(table.columns)
+    assert table.set_index("model").loc["scratch", "kind"] == "baseline"
+    # scratch: the teacher's architecture and tokenizer, untrained
+    from transformers import AutoConfig
+
+    scratch = AutoConfig.from_pretrained(tiny_run / "results" / "baselines" / "scratch" / "model")
+    teacher = AutoConfig.from_pretrained(tiny_run / "results" / "teachers" / "teacher" / "model")
+    assert scratch.to_diff_dict() == teacher.to_diff_dict()
+    assert (tiny_run / "results" / "baselines" / "scratch" / "model" / "tokenizer.json").is_file()
     assert table["average"].notna().all()
     adapter = table[table["mode"] == "adapter"]
     full = table[(table["mode"] == "full") & (table["kind"] == "student")]
     assert (adapter["trainable_params"].to_numpy() < full["trainable_params"].to_numpy()).all()
     efficiency = pd.read_csv(summary / "efficiency.csv")
-    assert set(efficiency["model"]) == {"teacher", "student-a", "student-b"}
+    assert set(efficiency["model"]) == {"teacher", "scratch", "student-a", "student-b"}
     # every job logged; distilled students and checkpoints where the contracts say
     assert (tiny_run / "logs" / "distill" / "student-a.log").stat().st_size > 0
     assert (tiny_run / "results" / "students" / "student-a" / "model" / "config.json").is_file()
@@ -107,7 +115,8 @@ def test_tiny_workflow_end_to_end(tiny_run):
 def finetune_outputs(model=None, task=None, seed=None, lr=None, config=None):
     config = config or tiny_config()
     out = set()
-    models = {"teacher": ["full"], "student-a": ["full", "adapter"], "student-b": ["full", "adapter"]}
+    models = {"teacher": ["full"], "scratch": ["full"], "student-a": ["full", "adapter"],
+              "student-b": ["full", "adapter"]}
     models.update({m: ["full", "adapter"] for m in config["students"] if m not in models})
     for m, modes in models.items():
         for t in config["tasks"]:
@@ -155,6 +164,18 @@ def test_editing_a_finetune_hyperparameter_of_one_task_reruns_that_task(tiny_run
     config = tiny_config()
     config["tasks"]["sst2"]["finetune"] = {"epochs": 2}
     assert scheduled(tiny_run, config) == finetune_outputs(task="sst2") | AGGREGATE
+
+
+def test_retraining_the_teacher_leaves_its_scratch_copy_alone(tiny_run):
+    """The scratch baseline depends on the teacher's shape and tokenizer, not on its training."""
+    config = tiny_config()
+    config["teachers"]["teacher"]["training"]["max_steps"] = 5
+    jobs = scheduled(tiny_run, config)
+    assert ("pretrain_teacher", "results/teachers/teacher") in jobs
+    assert finetune_outputs(model="teacher") <= jobs
+    assert not any("scratch" in output for _, output in jobs)
+    config["teachers"]["teacher"]["model"]["intermediate_size"] = 96  # a new shape: a new scratch model
+    assert ("init_scratch_model", "results/baselines/scratch") in scheduled(tiny_run, config)
 
 
 def test_relabelling_a_model_only_reaggregates(tiny_run):
@@ -206,6 +227,12 @@ def test_missing_path_under_data_root_fails(tmp_path):
     config["data_root"] = str(tmp_path / "data")
     config["teachers"]["hub-teacher"] = {"source": "local", "path": "{data_root}/bert"}
     assert f"config key teachers.hub-teacher.path: path '{tmp_path}/data/bert' does not exist" in failing(tmp_path, config)
+
+
+def test_scratch_baseline_needs_a_pretrained_teacher(tmp_path):
+    config = tiny_config()
+    config["baselines"]["scratch"]["like"] = "student-a"
+    assert "config key baselines.scratch.like: source 'scratch' needs 'like'" in failing(tmp_path, config)
 
 
 def test_dangling_reference_fails(tmp_path):
