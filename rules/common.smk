@@ -146,8 +146,9 @@ def check_local_path(check, key, value):
 
 
 def strip_workflow_keys(entry):
-    """The parts of a model entry that define the model (labels and modes only affect tables)."""
-    return {k: v for k, v in entry.items() if k not in ("label", "modes")}
+    """The parts of a model entry that define the model (label, modes and the fine-tuning epochs
+    factor only affect its fine-tuning runs and the tables)."""
+    return {k: v for k, v in entry.items() if k not in ("label", "modes", "finetune_epochs_factor")}
 
 
 def corpus_identity(name):
@@ -282,6 +283,7 @@ def build_registry(check):
         info["name"] = name
         info["label"] = entry.get("label", name)
         info["modes"] = list(entry.get("modes") or config["finetune"]["modes"])
+        info["epochs_factor"] = entry.get("finetune_epochs_factor", 1)
     return models
 
 
@@ -417,8 +419,9 @@ def enumerate_runs(check):
                     for seed in settings["seeds"]:
                         runs[(model, task, mode, lr_label(lr), str(seed))] = dict(
                             lr=float(lr), seed=int(seed),
-                            **{k: settings[k] for k in ("epochs", "batch_size", "max_length",
-                                                        "scheduler", "weight_decay", "warmup")},
+                            **{k: settings[k] for k in ("batch_size", "max_length", "scheduler", "weight_decay",
+                                                        "warmup")},
+                            epochs=settings["epochs"] * MODELS[model]["epochs_factor"],
                         )
     return runs
 

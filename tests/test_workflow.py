@@ -178,6 +178,12 @@ def test_retraining_the_teacher_leaves_its_scratch_copy_alone(tiny_run):
     assert ("init_scratch_model", "results/baselines/scratch") in scheduled(tiny_run, config)
 
 
+def test_a_models_epochs_factor_reruns_only_its_fine_tuning(tiny_run):
+    config = tiny_config()
+    config["baselines"]["scratch"]["finetune_epochs_factor"] = 3
+    assert scheduled(tiny_run, config) == finetune_outputs(model="scratch") | AGGREGATE
+
+
 def test_relabelling_a_model_only_reaggregates(tiny_run):
     config = tiny_config()
     config["students"]["student-a"]["label"] = "Student A"
