@@ -4,10 +4,11 @@
 # happen in jobs, never while the DAG is built.
 
 # Hub downloads need the internet, which cluster compute nodes often lack: run them on the
-# submit host.
+# submit host; so does saving an untrained model (seconds, not worth a queue wait).
 localrules:
     download_model,
     import_authors_checkpoint,
+    init_scratch_model,
 
 
 rule pretrain_teacher:
