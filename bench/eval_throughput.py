@@ -136,7 +136,6 @@ def one_at_a_time(run: ft.Run, pad_to: int) -> tuple[float, dict[str, float], li
         rows.append({**padded, "labels": f["labels"]})
     collator = DataCollatorWithPadding(run.tokenizer, return_tensors="pt")
     metric = load_metric(run.task.info["metric"], run.task.info["metric_config"])
-    run.model.eval()
     predictions = []
     start = time.perf_counter()
     for row in rows:
@@ -174,11 +173,11 @@ def main() -> None:
                        args.eval_max_tokens)
         run.config.check()
         pad_to = args.naive_max_length or authors_max_length(run.tokenizer, run.model)
-        with torch.no_grad():  # warm-up (allocator, kernels, metric module) for both paths
-            run.model(**ft.collate(run, list(range(min(args.batch_size, args.examples))), run.features["dev"])).logits
+        # warm-up (allocator, kernels, metric module) for both paths
+        ft.evaluate_split(run, "dev")
+        with torch.no_grad():
             run.model(**run.tokenizer.pad({"input_ids": [run.features["dev"][0]["input_ids"]]}, padding="max_length",
                                           max_length=pad_to, return_tensors="pt")).logits
-        ft.evaluate_split(run, "dev")
         timings = {"batched": [], "naive": [], "same_padding": []}
         for _ in range(args.repeats):  # interleaved, so machine noise hits all three alike
             seconds, batched_scores = batched(run)

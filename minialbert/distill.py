@@ -351,7 +351,8 @@ def run_init_teacher(config_path: str | Path, output: str | Path) -> dict[str, A
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config (see `minialbert.distill` for the schema)")
-    parser.add_argument("--output", required=True, help="output dir: model/, metrics.json, train_log.jsonl")
+    parser.add_argument("--output", required=True,
+                        help="output dir: model/, metrics.json (and train_log.jsonl when training)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -509,17 +509,20 @@ def pretrain_job_config(wildcards):
     })
 
 
+def scratch_teacher(name):
+    """The pretrained teachers entry whose architecture and tokenizer a scratch baseline copies."""
+    return config["teachers"][config["baselines"][name]["like"]]
+
+
 def scratch_inputs(wildcards):
-    like = config["teachers"][config["baselines"][wildcards.model]["like"]]
-    return tokenizer_ref(like["tokenizer"])[1]
+    return tokenizer_ref(scratch_teacher(wildcards.model)["tokenizer"])[1]
 
 
 def scratch_job_config(wildcards):
-    entry = config["baselines"][wildcards.model]
-    like = config["teachers"][entry["like"]]
+    like = scratch_teacher(wildcards.model)
     return job_config({"name": wildcards.model, "identity": MODELS[wildcards.model]["identity"],
-                       "command": {"tokenizer": tokenizer_ref(like["tokenizer"])[0],
-                                   "model": like.get("model") or {}, "seed": entry.get("seed", 0)}})
+                       "command": {"tokenizer": tokenizer_ref(like["tokenizer"])[0], "model": like.get("model") or {},
+                                   "seed": config["baselines"][wildcards.model].get("seed", 0)}})
 
 
 def download_job_config(wildcards):
