@@ -8,8 +8,9 @@
 # entries never leak into a real experiment.
 
 import os
+import re
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -23,9 +24,6 @@ include: "rules/common.smk"
 
 report: "report/workflow.rst"
 
-
-validate_config(config, "schemas/config.schema.yaml")
-prepare_workflow()
 
 
 include: "rules/data.smk"

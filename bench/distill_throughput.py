@@ -11,7 +11,7 @@ Prints one JSON line: tokens/s of each, `ratio` (engine speed / naive speed), an
 model FLOPs utilisation (`mfu`, against --peak-tflops).
 
     python bench/distill_throughput.py --hidden-size 256 --teacher-layers 12 --recursions 6 --heads 4 \
-        --vocab-size 30522 --batch-size 16 --seq-len 128 --steps 3 --device cpu
+        --vocab-size 30522 --batch-size 16 --max-length 128 --steps 3 --device cpu
 """
 
 from __future__ import annotations
@@ -79,19 +79,19 @@ def make_models(args, device):
     teacher = BertForMaskedLM(BertConfig(vocab_size=args.vocab_size, hidden_size=args.hidden_size,
                                          num_hidden_layers=args.teacher_layers, num_attention_heads=args.heads,
                                          intermediate_size=4 * args.hidden_size,
-                                         max_position_embeddings=max(512, args.seq_len)))
+                                         max_position_embeddings=max(512, args.max_length)))
     student = minialbert.MiniAlbertForMaskedLM(minialbert.MiniAlbertConfig(
         vocab_size=args.vocab_size, embedding_size=args.embedding_size, hidden_size=args.hidden_size,
         num_hidden_layers=args.recursions, num_attention_heads=args.heads, intermediate_size=4 * args.hidden_size,
-        max_position_embeddings=max(512, args.seq_len), use_adapter=True, reduction_factor=16))
+        max_position_embeddings=max(512, args.max_length), use_adapter=True, reduction_factor=16))
     return teacher.to(device).eval(), student.to(device)
 
 
 def make_batch(args, device, seed=0):
-    from minialbert.distillation import masked_positions_from_labels
+    from minialbert.data.mlm import masked_positions_from_labels
 
     g = torch.Generator().manual_seed(seed)
-    B, T = args.batch_size, args.seq_len
+    B, T = args.batch_size, args.max_length
     ids = torch.randint(5, args.vocab_size, (B, T), generator=g)
     lengths = torch.randint(T // 2, T + 1, (B,), generator=g)
     lengths[0] = T
@@ -108,7 +108,7 @@ def make_batch(args, device, seed=0):
 
 def model_flops_per_step(args, tokens, masked):
     """Matmul FLOPs the step must do: teacher forward + 3x student (forward + backward), MLM heads at masked positions."""
-    H, T = args.hidden_size, args.seq_len
+    H, T = args.hidden_size, args.max_length
     layer = 2 * tokens * (4 * H * H + 2 * H * 4 * H) + 2 * 2 * tokens * T * H  # projections + FFN + QK^T, AV
     head = 2 * masked * (H * H + H * args.vocab_size)
     return args.teacher_layers * layer + head + 3 * (args.recursions * layer + head)
@@ -123,7 +123,7 @@ def main(argv=None):
     p.add_argument("--embedding-size", type=int, default=128)
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="autocast (auto: on for CUDA)")
@@ -186,7 +186,7 @@ def main(argv=None):
     result = {
         "device": device.type, "bf16": bf16, "hidden_size": args.hidden_size, "teacher_layers": args.teacher_layers,
         "recursions": args.recursions, "heads": args.heads, "vocab_size": args.vocab_size,
-        "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps, "tokens_per_step": tokens,
+        "batch_size": args.batch_size, "max_length": args.max_length, "steps": args.steps, "tokens_per_step": tokens,
     }
     for name, ts in times.items():
         best, median = min(ts), statistics.median(ts)

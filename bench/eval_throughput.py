@@ -38,7 +38,9 @@ from pathlib import Path
 import torch
 
 from minialbert import finetune as ft
+from minialbert.configs import FinetuneConfig
 from minialbert.metrics import load_metric
+from minialbert.utils import ConfigError
 from minialbert.tasks import Task
 
 import datasets
@@ -93,14 +95,16 @@ def glue_like_sentences(vocab: list[str], n: int, seed: int = 0) -> list[str]:
 
 
 def make_run(model_dir: Path, sentences: list[str], max_length: int, batch_size: int,
-             max_tokens: str = "auto") -> ft.Run:
+             max_tokens: str | int = "auto") -> ft.Run:
     """The same Run object minialbert finetune evaluates with (model, tokenizer, encoded split)."""
     dataset = datasets.Dataset.from_dict({"text": sentences, "label": [i % 2 for i in range(len(sentences))]})
     task = Task({"name": "bench", "type": "single", "metric": "glue", "metric_config": "classification",
                  "main_metric": "accuracy", "labels": ["0", "1"], "splits": {"dev": "dev"}}, {"dev": dataset})
-    config = ft.FinetuneConfig(model=str(model_dir), task="", max_length=max_length, eval_batch_size=batch_size,
-                               eval_max_tokens=max_tokens,
-                               device="cpu")
+    # validated like `minialbert finetune`'s flags (ConfigError on a bad value); lr and output are
+    # required by the config but unused here: nothing is trained or written
+    config = FinetuneConfig.from_dict({"model": str(model_dir), "task": "bench", "output": "unused", "lr": 1e-3,
+                                       "max_length": max_length, "eval_batch_size": batch_size,
+                                       "eval_max_tokens": max_tokens, "device": "cpu"})
     tokenizer = ft.load_tokenizer(config)
     model = ft.load_model(config, task).eval()
     features = {"dev": ft.encode_sequences(task, "dev", tokenizer, max_length)}
@@ -157,7 +161,7 @@ def main() -> None:
     parser.add_argument("--naive-max-length", type=int,
                         help="the authors' padding length (default: the tokenizer's model_max_length, as theirs)")
     parser.add_argument("--batch-size", type=int, default=64, help="ours: eval batch size (finetune's default)")
-    parser.add_argument("--eval-max-tokens", default="auto", help="ours: padded tokens per batch (finetune's default)")
+    parser.add_argument("--eval-max-tokens", default="auto", type=lambda t: t if t == "auto" else int(t), help="ours: padded tokens per batch (finetune's default)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; medians are reported")
     args = parser.parse_args()
@@ -168,10 +172,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model) if args.model else build_model_dir(Path(tmp), args.size)
         vocab = synthetic_vocab() if not args.model else list(ft.load_tokenizer(
-            ft.FinetuneConfig(model=str(model_dir), task="")).get_vocab())
-        run = make_run(model_dir, glue_like_sentences(vocab, args.examples), args.max_length, args.batch_size,
-                       args.eval_max_tokens)
-        run.config.check()
+            FinetuneConfig(model=str(model_dir), task="bench", output="unused", lr=1e-3)).get_vocab())
+        try:
+            run = make_run(model_dir, glue_like_sentences(vocab, args.examples), args.max_length, args.batch_size,
+                           args.eval_max_tokens)
+        except ConfigError as e:
+            parser.error(str(e))
         pad_to = args.naive_max_length or authors_max_length(run.tokenizer, run.model)
         # warm-up (allocator, kernels, metric module) for both paths
         ft.evaluate_split(run, "dev")

@@ -1,7 +1,7 @@
 """CPU forward throughput: the paper-sized MiniALBERT student against a BERT-base-sized
 encoder (random weights), at batch 8 x 128 tokens. Prints one JSON line.
 
-    python bench/model_forward.py [--batch-size 8 --seq-len 128 --repeats 7 --device cpu]
+    python bench/model_forward.py [--batch-size 8 --max-length 128 --repeats 7 --device cpu]
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import torch
 from transformers import BertConfig, BertModel
 
 import minialbert  # noqa: F401
-from minialbert import MiniAlbertConfig, MiniAlbertModel, count_parameters
+from minialbert import MiniAlbertConfig, MiniAlbertModel
+from minialbert.adapters import count_parameters
 
 
-def tokens_per_second(model, batch_size, seq_len, repeats, device) -> float:
-    ids = torch.randint(1, 30522, (batch_size, seq_len), device=device)
+def tokens_per_second(model, batch_size, max_length, repeats, device) -> float:
+    ids = torch.randint(1, 30522, (batch_size, max_length), device=device)
     mask = torch.ones_like(ids)
     model.eval().to(device)
     times = []
@@ -33,25 +34,25 @@ def tokens_per_second(model, batch_size, seq_len, repeats, device) -> float:
             if device != "cpu":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-    return batch_size * seq_len / statistics.median(times)
+    return batch_size * max_length / statistics.median(times)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
     student = MiniAlbertModel(MiniAlbertConfig(embedding_size=128, num_hidden_layers=6, use_adapter=True))
     bert = BertModel(BertConfig(), add_pooling_layer=False)
-    s = tokens_per_second(student, args.batch_size, args.seq_len, args.repeats, args.device)
-    b = tokens_per_second(bert, args.batch_size, args.seq_len, args.repeats, args.device)
+    s = tokens_per_second(student, args.batch_size, args.max_length, args.repeats, args.device)
+    b = tokens_per_second(bert, args.batch_size, args.max_length, args.repeats, args.device)
     print(json.dumps({
         "device": args.device,
         "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
+        "max_length": args.max_length,
         "threads": torch.get_num_threads(),
         "minialbert_params_unique": count_parameters(student)["unique"],
         "bert_base_params": count_parameters(bert)["unique"],

@@ -1,33 +1,81 @@
 """The `minialbert` command line: one subcommand per stage of the workflow.
 
 Each subcommand lives in its own module, which defines `add_arguments(parser)` and
-`run(args)`; modules are imported only when their subcommand runs, so `--help` is fast.
+`run(args)`. A command whose settings are a flat config dataclass (`finetune`) gets its flags
+generated from it, so flag names, defaults and docs cannot drift from the config keys. Nothing
+heavy is imported to parse arguments: `--help` and config errors answer without torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
+import typing
+from typing import Any, Literal
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "make-demo": ("minialbert.demo", "generate the demo world: a corpus and four tasks in GLUE / BioBERT layouts"),
     "ingest-corpus": ("minialbert.data.corpora", "write a corpus (hub dataset, local files or the demo) as an Arrow dir"),
     "train-tokenizer": ("minialbert.data.tokenizers", "train a WordPiece tokenizer on a corpus dir, saved as a fast BERT tokenizer"),
     "make-windows": ("minialbert.data.windows", "cut a corpus into overlapping token windows (max length, stride, k per doc)"),
-    "make-demo": ("minialbert.demo", "generate the demo world: a corpus and four tasks in GLUE / BioBERT layouts"),
+    "prepare-task": ("minialbert.tasks", "read a GLUE / BioBERT NER / hub / custom-file task and write a prepared task dir"),
+    "pretrain-teacher": ("minialbert.distill", "pre-train a BERT masked-LM teacher from scratch on a windows dataset"),
+    "init-scratch": ("minialbert.distill", "save a BERT of a teacher's shape, randomly initialised and untrained (source: scratch)"),
+    "distill": ("minialbert.distill", "distil a MiniALBERT student from a masked-LM teacher (config-driven, resumable, DDP)"),
     "import-authors-checkpoint": (
-        "minialbert.convert",
+        "minialbert.convert_cli",
         "convert a checkpoint in the MiniALBERT authors' layout into a minialbert model dir",
     ),
-    "prepare-task": ("minialbert.tasks", "read a GLUE / BioBERT NER / hub / custom-file task and write a prepared task dir"),
-    "finetune": ("minialbert.finetune", "fine-tune an encoder (full or adapter tuning) on a task and write metrics.json"),
-    "distill": ("minialbert.distill", "distil a MiniALBERT student from a masked-LM teacher (config-driven, resumable, DDP)"),
-    "pretrain-teacher": ("minialbert.distill", "pre-train a BERT masked-LM teacher from scratch on a windows dataset"),
-    "init-teacher": ("minialbert.distill", "save a BERT masked LM of a teacher's shape, randomly initialised and untrained"),
-    "aggregate": ("minialbert.report", "collect fine-tuning runs into runs/summary/table/efficiency CSVs and a plot"),
+    "finetune": ("minialbert.finetune_cli", "fine-tune an encoder (full or adapter tuning) on a task and write metrics.json"),
     "efficiency": ("minialbert.report", "measure a model's parameters and CPU latency/throughput at a fixed shape"),
+    "aggregate": ("minialbert.report", "collect fine-tuning runs into runs/summary/table/efficiency CSVs and a plot"),
 }
+RENAMED_COMMANDS = {"init-teacher": "init-scratch"}
+
+
+def _parse_value(text: str) -> Any:
+    """A flag's text as YAML would read it: numbers, true/false, null, else the string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per scalar field of the config dataclass `cls` (its doc as help, its default shown)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if f.name in skip or tp is dict or typing.get_origin(tp) is list:
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = "" if required else f" (default: {f.default})"
+        # SUPPRESS: a flag not given stays out of the namespace, so `--flag null` can set None
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": f"{f.metadata.get('doc', '')}{default}"}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=_parse_value, metavar=f.name.upper(), required=required)
+            if typing.get_origin(tp) is Literal:
+                kwargs["choices"] = typing.get_args(tp)
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    """The config dataclass from the flags that were given (the rest keep their defaults)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls.from_dict({k: v for k, v in vars(args).items() if k in names})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     requested = next((a for a in argv if not a.startswith("-")), None)
+    if requested in RENAMED_COMMANDS:
+        print(f"minialbert: '{requested}' was renamed: use `minialbert {RENAMED_COMMANDS[requested]}`",
+              file=sys.stderr)
+        return 2
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)

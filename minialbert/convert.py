@@ -188,14 +188,3 @@ def import_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) ->
             if (src_dir / name).exists():
                 shutil.copy2(src_dir / name, tmp / name)
     return Path(dst)
-
-
-def add_arguments(parser):
-    parser.add_argument("src", help="checkpoint dir in the authors' layout, or a hub name (e.g. nlpie/miniALBERT-128)")
-    parser.add_argument("dst", help="output model dir (written atomically)")
-
-
-def run(args) -> int:
-    dst = import_authors_checkpoint(args.src, args.dst)
-    print(f"wrote {dst}")
-    return 0

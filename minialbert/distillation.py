@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minialbert.data.mlm import masked_positions_from_labels
 from minialbert.modeling import MiniAlbertForMaskedLM
 
 COMPONENTS = ("mlm", "attention", "hidden", "output", "embedding")
@@ -223,16 +224,6 @@ def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: 
 def _gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (K, D) rows at flat positions (padding entries -1 read row 0; they are masked later)."""
     return x.reshape(-1, x.shape[-1]).index_select(0, positions.clamp(min=0))
-
-
-def masked_positions_from_labels(labels: torch.Tensor, multiple_of: int = 8) -> torch.Tensor:
-    """Flat indices of labelled positions, padded with -1 to a multiple of `multiple_of`.
-    (On the CPU, in the collator, so the training step never waits on a data-dependent size.)"""
-    flat = (labels.reshape(-1) != -100).nonzero().squeeze(1)
-    k = max(multiple_of, -(-flat.numel() // multiple_of) * multiple_of)
-    out = torch.full((k,), -1, dtype=torch.long, device=labels.device)
-    out[: flat.numel()] = flat
-    return out
 
 
 # ----------------------------------------------------------------------------------------

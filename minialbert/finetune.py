@@ -15,9 +15,7 @@ CLI: minialbert finetune --model DIR --task TASK --mode full|adapter --lr LR --s
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import inspect
 import logging
 import math
@@ -31,181 +29,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from minialbert.adapters import count_parameters, prepare_for_adapter_tuning
 from minialbert.metrics import compute_metric
 from minialbert.tasks import Task, load_task
+from minialbert.configs import FinetuneConfig
 from minialbert.utils import ConfigError, atomic_directory, config_hash, set_seed, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-SCHEDULERS = ("linear", "cosine", "constant")
-MODES = ("full", "adapter")
 CPU_EVAL_MAX_TOKENS = 1024  # see eval_token_budget
 IGNORE_INDEX = -100  # label of positions the loss and the metric skip (special tokens, later sub-words)
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything that defines one fine-tuning run (all but `output`/`save_model` go into the hash)."""
-
-    model: str
-    task: str
-    mode: str = "full"
-    lr: float = 5e-5
-    seed: int = 0
-    output: str = "finetune_output"
-    epochs: float = 3
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    eval_max_tokens: int | str = "auto"  # padded tokens per eval batch; auto: CPU_EVAL_MAX_TOKENS on CPU
-    max_length: int = 128
-    scheduler: str = "linear"
-    weight_decay: float = 0.01
-    warmup: float = 0.0  # < 1: ratio of the training steps; >= 1: a number of steps
-    max_grad_norm: float = 1.0
-    reduction_factor: int = 16  # bottleneck width H/r of the generic adapters (non-MiniALBERT encoders)
-    bf16: str = "auto"  # auto: bf16 autocast on a GPU that supports it
-    device: str = "auto"
-    threads: int | None = None  # CPU threads for torch (None: torch's default, one per core)
-    save_model: bool = False
-
-    def check(self) -> None:
-        """Refuse bad values with a message naming the field."""
-        if self.mode not in MODES:
-            raise ConfigError(f"finetune: --mode is {self.mode!r}; expected one of {list(MODES)}")
-        if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"finetune: --scheduler is {self.scheduler!r}; expected one of {list(SCHEDULERS)}")
-        if self.bf16 not in ("auto", "true", "false"):
-            raise ConfigError(f"finetune: --bf16 is {self.bf16!r}; expected auto, true or false")
-        for name in ("lr", "epochs", "batch_size", "eval_batch_size", "max_length", "reduction_factor"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"finetune: --{name.replace('_', '-')} must be positive, got {getattr(self, name)!r}")
-        if self.eval_max_tokens != "auto" and not (
-                str(self.eval_max_tokens).isdigit() and int(self.eval_max_tokens) > 0):
-            raise ConfigError(f"finetune: --eval-max-tokens is {self.eval_max_tokens!r}; expected auto or a positive integer")
-        if self.warmup < 0 or self.weight_decay < 0:
-            raise ConfigError("finetune: --warmup and --weight-decay must not be negative")
-
-    def resolved(self) -> dict:
-        """The run config as recorded in metrics.json and hashed (output location excluded)."""
-        config = dataclasses.asdict(self)
-        for key in ("output", "save_model", "device", "threads", "eval_max_tokens"):  # where/how, not what: not hashed
-            config.pop(key)
-        return config
-
-
-# --------------------------------------------------------------------------------------------
-# Generic bottleneck adapters (Houlsby et al. 2019) for encoders other than MiniALBERT
-# --------------------------------------------------------------------------------------------
-class HoulsbyAdapter(nn.Module):
-    """x + Up(GELU(Down(x))); Up starts at zero so the adapted model starts as the original."""
-
-    def __init__(self, hidden_size: int, bottleneck: int, init_std: float = 0.02):
-        super().__init__()
-        self.down = nn.Linear(hidden_size, bottleneck)
-        self.up = nn.Linear(bottleneck, hidden_size)
-        nn.init.normal_(self.down.weight, std=init_std)
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)  # near-identity: adding adapters does not change the model
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, x):
-        return x + self.up(nn.functional.gelu(self.down(x)))
-
-
-class AdaptedLinear(nn.Module):
-    """A sub-layer's output projection followed by an adapter, before the residual add and
-    LayerNorm that the surrounding module applies (where Houlsby places it)."""
-
-    def __init__(self, linear: nn.Linear, adapter: HoulsbyAdapter):
-        super().__init__()
-        self.linear = linear
-        self.adapter = adapter
-
-    def forward(self, x):
-        return self.adapter(self.linear(x))
-
-
-def _transformer_layers(base: nn.Module, hidden: int) -> list[nn.Module]:
-    """The repeated transformer layers: the innermost ModuleList whose items each hold an
-    attention output projection Linear(H, H) and an FFN output projection Linear(I, H)."""
-
-    def is_layer(module: nn.Module) -> bool:
-        shapes = [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
-        return (hidden, hidden) in shapes and any(o == hidden and i != hidden for i, o in shapes)
-
-    candidates = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) and all(is_layer(x) for x in m)]
-    innermost = [c for c in candidates if not any(o is not c and any(o is m for m in c.modules()) for o in candidates)]
-    if not innermost:
-        raise ConfigError(f"adapter mode: found no transformer layers in {type(base).__name__} "
-                          f"(a ModuleList of layers with Linear({hidden},{hidden}) and Linear(I,{hidden}))")
-    return [layer for c in innermost for layer in c]
-
-
-def _output_projections(layer: nn.Module, hidden: int) -> tuple[nn.Linear, nn.Linear]:
-    """(attention output, FFN output) projections of one layer, by shape and order: the last
-    Linear(H, H) (after the Q/K/V projections) and the last Linear(I, H), I != H."""
-    linears = [m for m in layer.modules() if isinstance(m, nn.Linear)]
-    square = [m for m in linears if (m.in_features, m.out_features) == (hidden, hidden)]
-    ffn_out = [m for m in linears if m.out_features == hidden and m.in_features != hidden]
-    if not square or not ffn_out:
-        raise ConfigError(f"adapter mode: cannot find the output projections in {type(layer).__name__}")
-    return square[-1], ffn_out[-1]
-
-
-def _replace_child(root: nn.Module, target: nn.Module, new: nn.Module) -> None:
-    for module in root.modules():
-        for name, child in module.named_children():
-            if child is target:
-                setattr(module, name, new)
-                return
-    raise RuntimeError("module to wrap not found")  # cannot happen: target came from root.modules()
-
-
-def add_bottleneck_adapters(model: nn.Module, reduction_factor: int = 16) -> list[HoulsbyAdapter]:
-    """Insert Houlsby adapters after each layer's attention-output and FFN-output projections
-    (any BERT-family / DistilBERT / ALBERT encoder). Returns the new adapters."""
-    if any(isinstance(m, HoulsbyAdapter) for m in model.modules()):
-        raise ConfigError("adapter mode: the model already has bottleneck adapters")
-    base = getattr(model, "base_model", model)
-    hidden = model.config.hidden_size
-    std = getattr(model.config, "initializer_range", 0.02)
-    adapters = []
-    for layer in _transformer_layers(base, hidden):
-        for projection in _output_projections(layer, hidden):
-            adapter = HoulsbyAdapter(hidden, max(1, hidden // reduction_factor), std).to(projection.weight)
-            _replace_child(layer, projection, AdaptedLinear(projection, adapter))
-            adapters.append(adapter)
-    return adapters
-
-
-def freeze_for_adapter_tuning(model: nn.Module, adapters: list[nn.Module]) -> None:
-    """Train only the adapters and the task head: the head is whatever sits outside the base model."""
-    base = getattr(model, "base_model", model)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    for p in base.parameters():
-        p.requires_grad_(False)
-    for adapter in adapters:
-        for p in adapter.parameters():
-            p.requires_grad_(True)
-
-
-def prepare_adapter_tuning(model: nn.Module, reduction_factor: int) -> nn.Module:
-    """MiniALBERT: its own adapters (minialbert.prepare_for_adapter_tuning); any other encoder:
-    generic Houlsby adapters."""
-    if getattr(model.config, "model_type", None) == "minialbert":
-        import minialbert
-
-        return minialbert.prepare_for_adapter_tuning(model)
-    freeze_for_adapter_tuning(model, add_bottleneck_adapters(model, reduction_factor))
-    return model
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """{total, unique, trainable} through the library's count_parameters (works on any module)."""
-    import minialbert
-
-    return minialbert.count_parameters(model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +245,6 @@ def load_tokenizer(config: FinetuneConfig):
 
 def setup(config: FinetuneConfig) -> Run:
     """Load the task, the model's own tokenizer and the model; encode every split."""
-    config.check()
     if config.threads:
         # an oversubscribed CPU (more threads than free cores) can run 10x slower, not 2x
         torch.set_num_threads(config.threads)
@@ -424,7 +256,7 @@ def setup(config: FinetuneConfig) -> Run:
     if positions and config.max_length > positions:
         raise ConfigError(f"--max-length {config.max_length}: the model {config.model} has only {positions} positions")
     if config.mode == "adapter":
-        model = prepare_adapter_tuning(model, config.reduction_factor)
+        model = prepare_for_adapter_tuning(model, reduction_factor=config.reduction_factor)
     device = pick_device(config.device)
     model.to(device)
     encode = encode_words if task.type == "token" else encode_sequences
@@ -432,7 +264,7 @@ def setup(config: FinetuneConfig) -> Run:
     target_scale = standardise_targets(features["train"]) if task.type == "regression" else None
     accepted = set(inspect.signature(model.forward).parameters)
     model_keys = tuple(k for k in MODEL_KEYS if k in accepted)  # e.g. DistilBERT takes no token_type_ids
-    use_bf16 = config.bf16 == "true" or (
+    use_bf16 = config.bf16 is True or (
         config.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     return Run(config, task, tokenizer, model, device, features, make_collator(tokenizer, task.type),
                model_keys, torch.bfloat16 if use_bf16 else None, target_scale)
@@ -468,9 +300,9 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def warmup_steps(warmup: float, total_steps: int) -> int:
-    """--warmup below 1 is a ratio of the training steps, otherwise a number of steps."""
-    return int(math.ceil(warmup * total_steps)) if warmup < 1 else int(warmup)
+def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
+    """The warm-up steps of a ratio of the training steps (rounded up)."""
+    return int(math.ceil(warmup_ratio * total_steps))
 
 
 def train_step(run: Run, batch: dict, optimizer, scheduler) -> float:
@@ -508,7 +340,7 @@ def train(run: Run) -> dict:
     total_steps = sum(len(batches) for batches in epochs)
     optimizer = make_optimizer(run.model, config.lr, config.weight_decay)
     scheduler = get_scheduler("constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
-                              optimizer, num_warmup_steps=warmup_steps(config.warmup, total_steps),
+                              optimizer, num_warmup_steps=warmup_steps(config.warmup_ratio, total_steps),
                               num_training_steps=total_steps)
     run.model.train()
     losses, examples = [], 0
@@ -618,7 +450,8 @@ def save_outputs(run: Run, train_stats: dict, dev: dict, test: dict | None, eval
     counts = count_parameters(run.model)
     resolved = config.resolved()
     metrics = {
-        "model": config.model,
+        "model": config.name,
+        "model_dir": config.model,
         "task": run.task.name,
         "task_type": run.task.type,
         "mode": config.mode,
@@ -643,6 +476,7 @@ def save_outputs(run: Run, train_stats: dict, dev: dict, test: dict | None, eval
         "device": str(run.device),
         "config_hash": config_hash(resolved),
         "config": resolved,
+        "workflow": config.provenance,
     }
     # NaN (e.g. Pearson of constant predictions) is written as JSON NaN, which Python reads back
     write_json_atomic(output / "metrics.json", metrics)
@@ -660,43 +494,3 @@ def finetune(config: FinetuneConfig) -> dict:
     test, test_examples = evaluate_role(run, "test")
     eval_seconds = time.perf_counter() - start
     return save_outputs(run, train_stats, dev, test, eval_seconds, dev_examples + test_examples)
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = FinetuneConfig(model="", task="")
-    parser.add_argument("--model", required=True, help="model dir (save_pretrained, with its tokenizer) or hub name")
-    parser.add_argument("--task", required=True, help="prepared task dir or task spec file")
-    parser.add_argument("--mode", choices=MODES, default=d.mode, help="full fine-tuning or adapter tuning")
-    parser.add_argument("--lr", type=float, required=True, help="peak learning rate")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--output", required=True, help="output dir (metrics.json; model/ with --save-model)")
-    parser.add_argument("--epochs", type=float, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    parser.add_argument("--eval-max-tokens", default=d.eval_max_tokens,
-                        help=f"padded tokens per eval batch, or auto ({CPU_EVAL_MAX_TOKENS} on CPU, no cap on GPU)")
-    parser.add_argument("--max-length", type=int, default=d.max_length, help="max tokens per example (NER: per chunk)")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--warmup", type=float, default=d.warmup, help="ratio of the steps (< 1) or a number of steps")
-    parser.add_argument("--reduction-factor", type=int, default=d.reduction_factor,
-                        help="adapter bottleneck H/r for non-MiniALBERT encoders")
-    parser.add_argument("--bf16", choices=("auto", "true", "false"), default=d.bf16)
-    parser.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, default=d.threads, help="CPU threads for torch (default: all cores)")
-    parser.add_argument("--save-model", action="store_true", help="keep the fine-tuned model in OUTPUT/model")
-
-
-def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    return FinetuneConfig(**{k: v for k, v in vars(args).items() if k in names})
-
-
-def run(args: argparse.Namespace) -> int:
-    metrics = finetune(config_from_args(args))
-    print(f"{metrics['task']} {metrics['mode']} lr={metrics['lr']} seed={metrics['seed']}: "
-          f"{metrics['main_metric']}={metrics['main_value']:.4f} -> {Path(args.output) / 'metrics.json'}")
-    return 0

@@ -22,6 +22,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from .adapters import BottleneckAdapter
 from .configuration import MiniAlbertConfig
 
 
@@ -115,19 +116,6 @@ class MiniAlbertLayer(nn.Module):
         self.feed_forward = MiniAlbertFeedForward(config)
 
 
-class BottleneckAdapter(nn.Module):
-    """B(x) = LayerNorm(x + Up(GELU(Down(x)))), Down: H -> H/r, Up: H/r -> H."""
-
-    def __init__(self, config: MiniAlbertConfig):
-        super().__init__()
-        self.down = nn.Linear(config.hidden_size, config.adapter_size)
-        self.up = nn.Linear(config.adapter_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, x):
-        return self.norm(x + self.up(F.gelu(self.down(x))))  # exact GELU, as the authors
-
-
 class MiniAlbertPreTrainedModel(PreTrainedModel):
     config_class = MiniAlbertConfig
     config: MiniAlbertConfig
@@ -161,11 +149,15 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
 
     @staticmethod
     def _new_adapters(config):
-        n = config.num_hidden_layers
-        return (
-            nn.ModuleList(BottleneckAdapter(config) for _ in range(n)),
-            nn.ModuleList(BottleneckAdapter(config) for _ in range(n)),
-        )
+        """(att_adapters, ffn_adapters): one B(x) = LayerNorm(x + Up(GELU(Down(x)))) per recursion each."""
+
+        def adapters():
+            return nn.ModuleList(
+                BottleneckAdapter(config.hidden_size, config.adapter_size, config.layer_norm_eps)
+                for _ in range(config.num_hidden_layers)
+            )
+
+        return adapters(), adapters()
 
     def add_adapters(self):
         """Give every recursion a fresh adapter pair, initialised near the identity
@@ -176,10 +168,7 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         att, ffn = self._new_adapters(self.config)
         ref = next(self.parameters())
         for adapter in (*att, *ffn):
-            nn.init.normal_(adapter.down.weight, std=self.config.initializer_range)
-            nn.init.zeros_(adapter.down.bias)
-            nn.init.zeros_(adapter.up.weight)
-            nn.init.zeros_(adapter.up.bias)
+            adapter.init_near_identity(self.config.initializer_range)
         self.att_adapters, self.ffn_adapters = att.to(ref.device, ref.dtype), ffn.to(ref.device, ref.dtype)
 
     def get_input_embeddings(self):

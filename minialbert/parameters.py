@@ -1,4 +1,8 @@
-"""Working with a model's parameters: adapter tuning, parameter counts, borrowed embeddings."""
+"""Borrowed embeddings: start a MiniALBERT from a pretrained BERT-style model's embeddings.
+
+Adapter tuning and parameter counts live in `minialbert.adapters`; they are re-exported here
+so that `from minialbert.parameters import count_parameters` keeps working.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import torch
 from torch import nn
 
+from .adapters import count_parameters, prepare_for_adapter_tuning  # noqa: F401  (re-exported)
 from .modeling import MiniAlbertModel, MiniAlbertPreTrainedModel
 
 
@@ -18,49 +23,6 @@ def _base_model(model: nn.Module) -> MiniAlbertModel:
     if not isinstance(base, MiniAlbertModel):
         raise TypeError(f"expected a MiniALBERT model, got {type(model).__name__}")
     return base
-
-
-def prepare_for_adapter_tuning(model: MiniAlbertPreTrainedModel) -> MiniAlbertPreTrainedModel:
-    """Prepare a MiniALBERT model for adapter tuning, in place, and return it.
-
-    Adds fresh near-identity adapters if the model has none; freezes the embeddings, the
-    shared layer and the projector; leaves the adapters and the task head trainable.
-    Adapters that came from distillation are kept and go on training, as the authors did.
-    Freezing is by structure (the encoder versus what sits outside it), not by name.
-    """
-    base = _base_model(model)
-    base.add_adapters()
-    for p in model.parameters():
-        p.requires_grad_(True)  # the head: everything outside the encoder
-    for p in base.parameters():
-        p.requires_grad_(False)
-    for adapters in (base.att_adapters, base.ffn_adapters):
-        for p in adapters.parameters():
-            p.requires_grad_(True)
-    return model
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameter counts of any torch module.
-
-    - `unique`: distinct parameter tensors (what is stored on disk);
-    - `total`: parameters as executed, so a MiniALBERT's shared layer counts once per
-      recursion (what an unshared model of the same depth would need);
-    - `trainable`: distinct tensors with requires_grad.
-    Pass `model.base_model` for the encoder alone (no task or MLM head).
-    """
-    unique = {id(p): p for p in model.parameters()}
-    counts = {
-        "unique": sum(p.numel() for p in unique.values()),
-        "trainable": sum(p.numel() for p in unique.values() if p.requires_grad),
-    }
-    repeated = sum(
-        (m.config.num_hidden_layers - 1) * sum(p.numel() for p in m.layer.parameters())
-        for m in model.modules()
-        if isinstance(m, MiniAlbertModel)
-    )
-    counts["total"] = counts["unique"] + repeated
-    return counts
 
 
 def _embeddings_of(source: nn.Module) -> nn.Module:

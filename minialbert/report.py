@@ -88,17 +88,17 @@ def load_run(path: str | Path) -> dict:
         "train_examples_per_second": metrics.get("train_examples_per_second"),
         "eval_examples_per_second": metrics.get("eval_examples_per_second"),
         "config_hash": metrics.get("config_hash"),
+        "model_dir": metrics.get("model_dir"),
         "model_identity": wf.get("model_identity"),
         "task_identity": wf.get("task_identity"),
         "path": str(path),
     }
-    # the workflow knows the model by its config name; a bare CLI run by its directory
-    job = wf.get("job_config") or {}
-    if job.get("model"):
-        row["model"] = job["model"]
+    legacy = wf.get("job_config") or {}  # metrics.json of earlier versions named the model by its dir
+    if "model_dir" not in metrics and legacy.get("model"):
+        row.update(model=legacy["model"], model_dir=metrics["model"])
     row.update(_flatten("dev", metrics.get("dev")))
     row.update(_flatten("test", metrics.get("test")))
-    row["params"] = canonical_json(job or metrics.get("config") or {})
+    row["run_config"] = canonical_json(metrics.get("config") or {})
     return row
 
 
@@ -226,27 +226,17 @@ def _round(x: float) -> float:
 # --------------------------------------------------------------------------- efficiency
 
 
-def count_params(model) -> dict[str, int]:
-    """{"total", "unique", "trainable"}: the library's count where available."""
-    try:
-        from minialbert import count_parameters
-
-        return dict(count_parameters(model))
-    except ImportError:
-        unique = sum(p.numel() for p in model.parameters())
-        total = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return {"total": total, "unique": unique, "trainable": trainable}
-
-
-def measure_efficiency(
-    model_dir: str | Path, batch_size: int = 8, seq_len: int = 128, repeats: int = 10, warmup: int = 2, threads: int = 1
-) -> dict:
+def measure_efficiency(model_dir: str | Path, settings: "EfficiencyConfig | None" = None) -> dict:  # noqa: F821
     """Encoder forward latency on CPU at a fixed shape (median of `repeats`) and parameter counts."""
     import torch
     from transformers import AutoConfig, AutoModel
 
     import minialbert  # noqa: F401  (registers the minialbert model type)
+    from minialbert.configs import EfficiencyConfig
+
+    s = settings or EfficiencyConfig()
+    batch_size, max_length, repeats, warmup, threads = s.batch_size, s.max_length, s.repeats, s.warmup_repeats, s.threads
+    from minialbert.adapters import count_parameters
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -254,8 +244,8 @@ def measure_efficiency(
     torch.set_num_threads(threads)
     config = AutoConfig.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
-    max_positions = getattr(config, "max_position_embeddings", seq_len) or seq_len
-    length = min(seq_len, max_positions)
+    max_positions = getattr(config, "max_position_embeddings", max_length) or max_length
+    length = min(max_length, max_positions)
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, config.vocab_size, (batch_size, length), generator=generator)
     inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
@@ -269,14 +259,14 @@ def measure_efficiency(
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     latency = statistics.median(times)
-    counts = count_params(model)
+    counts = count_parameters(model)
     return {
         "model_dir": str(model_dir),
         "model_type": config.model_type,
         "total_params": int(counts["total"]),
         "unique_params": int(counts["unique"]),
         "batch_size": batch_size,
-        "seq_len": length,
+        "max_length": length,
         "threads": threads,
         "repeats": repeats,
         "latency_ms": 1000.0 * latency,
@@ -293,9 +283,11 @@ def efficiency_frame(efficiency_files: Iterable[str | Path], models: dict | None
     for path in efficiency_files:
         data = read_json(path, "efficiency JSON")
         model = data.get("model") or Path(path).stem
+        if "seq_len" in data and "max_length" not in data:  # efficiency JSON of earlier versions
+            data["max_length"] = data.pop("seq_len")
         info = (models or {}).get(model, {})
         rows.append({"model": model, "label": info.get("label", model), "kind": info.get("kind", "model"), **data})
-    columns = ["model", "label", "kind", "total_params", "unique_params", "batch_size", "seq_len", "threads",
+    columns = ["model", "label", "kind", "total_params", "unique_params", "batch_size", "max_length", "threads",
                "latency_ms", "latency_ms_min", "throughput_examples_per_second", "model_type", "torch_version"]
     df = pd.DataFrame(rows)
     if df.empty:
@@ -369,11 +361,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if parser.prog.endswith("efficiency"):
         parser.add_argument("--model", required=True, help="model dir (save_pretrained layout)")
         parser.add_argument("--output", required=True, help="JSON file to write")
-        parser.add_argument("--batch-size", type=int, default=8)
-        parser.add_argument("--seq-len", type=int, default=128)
-        parser.add_argument("--repeats", type=int, default=10)
-        parser.add_argument("--warmup", type=int, default=2)
-        parser.add_argument("--threads", type=int, default=1)
+        from minialbert.cli import add_config_arguments
+        from minialbert.configs import EfficiencyConfig
+
+        add_config_arguments(parser, EfficiencyConfig)
         parser.add_argument("--name", help="model name recorded in the JSON (default: the output file's stem)")
     else:
         parser.add_argument("--results", default="results",
@@ -384,7 +375,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "efficiency":
-        result = measure_efficiency(args.model, args.batch_size, args.seq_len, args.repeats, args.warmup, args.threads)
+        from minialbert.cli import config_from_args
+        from minialbert.configs import EfficiencyConfig
+
+        result = measure_efficiency(args.model, config_from_args(EfficiencyConfig, args))
         result = {"model": args.name or Path(args.output).stem, **result}
         write_json_atomic(args.output, result)
         print(json.dumps(result))

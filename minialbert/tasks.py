@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import datasets
-
 from minialbert.utils import ConfigError, atomic_directory, iter_jsonl, load_yaml, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -301,6 +299,8 @@ def read_glue_dir(spec: TaskSpec) -> dict[str, RawSplit]:
 
 def read_glue_hub(spec: TaskSpec) -> dict[str, RawSplit]:
     """A GLUE task from the hub (nyu-mll/glue); label -1 marks the unlabelled test sets."""
+    import datasets
+
     task = GLUE_TASKS[spec.glue_task]
     hub = spec.hub or {}
     name = hub.get("name", "nyu-mll/glue")
@@ -393,6 +393,8 @@ def read_bio_ner_dir(spec: TaskSpec) -> dict[str, RawSplit]:
 
 def read_hub_ner(spec: TaskSpec) -> dict[str, RawSplit]:
     """A hub token-classification dataset: a tokens column and a tags column of ClassLabel ids."""
+    import datasets
+
     hub = spec.hub
     dsd = datasets.load_dataset(hub["name"], hub.get("config"))
     splits = {}
@@ -497,7 +499,7 @@ class Task:
     """A task ready for fine-tuning: its metadata (task.json) and one Dataset per split."""
 
     info: dict
-    splits: dict[str, datasets.Dataset]
+    splits: dict[str, "datasets.Dataset"]  # noqa: F821
 
     @property
     def name(self) -> str:
@@ -556,8 +558,10 @@ def _label_set(splits: dict[str, RawSplit], spec: TaskSpec) -> list[str] | None:
     return labels
 
 
-def _to_dataset(split: RawSplit, type_: str, labels: list[str] | None) -> datasets.Dataset:
+def _to_dataset(split: RawSplit, type_: str, labels: list[str] | None) -> "datasets.Dataset":  # noqa: F821
     """Arrow dataset with label ids (int), scores (float), or tag ids; no label column when unlabelled."""
+    import datasets
+
     index = {label: i for i, label in enumerate(labels or [])}
     if type_ == "token":
         features = {"tokens": datasets.Sequence(datasets.Value("string"))}
@@ -632,6 +636,8 @@ def prepare_task(spec: TaskSpec | str | Path, output: str | Path) -> Path:
 
 def load_task(path: str | Path) -> Task:
     """A prepared task dir, or a task spec file (read from its source on the fly)."""
+    import datasets
+
     path = Path(path)
     if path.is_dir():
         info = read_json(path / TASK_FILE, "prepared task description (task.json)")

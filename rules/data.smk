@@ -5,23 +5,23 @@ rule make_demo:
     output:
         directory(DEMO_DIR),
     params:
-        job_config=demo_job_config,
+        job_config=job("demo_job"),
     log:
         "logs/make_demo/demo.log",
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/make_demo.py"
+        "../workflow_scripts/run_job.py"
 
 
 rule ingest_corpus:
     input:
-        corpus_inputs,
+        inputs("corpus_inputs", "corpus"),
     output:
         directory("results/corpora/{corpus}"),
     params:
-        job_config=corpus_job_config,
+        job_config=job("corpus_job", "corpus"),
     log:
         "logs/ingest_corpus/{corpus}.log",
     benchmark:
@@ -30,32 +30,32 @@ rule ingest_corpus:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/ingest_corpus.py"
+        "../workflow_scripts/run_job.py"
 
 
 rule train_tokenizer:
     input:
-        tokenizer_inputs,
+        inputs("tokenizer_inputs", "tokenizer"),
     output:
         directory("results/tokenizers/{tokenizer}"),
     params:
-        job_config=tokenizer_job_config,
+        job_config=job("tokenizer_job", "tokenizer"),
     log:
         "logs/train_tokenizer/{tokenizer}.log",
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/train_tokenizer.py"
+        "../workflow_scripts/run_job.py"
 
 
 rule make_windows:
     input:
-        windows_inputs,
+        inputs("windows_inputs", "windows"),
     output:
         directory("results/windows/{windows}"),
     params:
-        job_config=windows_job_config,
+        job_config=job("windows_job", "windows"),
     log:
         "logs/make_windows/{windows}.log",
     benchmark:
@@ -64,20 +64,20 @@ rule make_windows:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/make_windows.py"
+        "../workflow_scripts/run_job.py"
 
 
 rule prepare_task:
     input:
-        task_inputs,
+        inputs("task_inputs", "task"),
     output:
         directory("results/tasks/{task}"),
     params:
-        job_config=task_job_config,
+        job_config=job("task_job", "task"),
     log:
         "logs/prepare_task/{task}.log",
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/prepare_task.py"
+        "../workflow_scripts/run_job.py"

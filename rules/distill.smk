@@ -1,22 +1,22 @@
-# Distillation: one job per student variant. On a cluster the profile gives this rule
-# several GPUs (resource `gpu`) and the script launches `torchrun --nproc_per_node <gpu>`;
-# checkpoints live outside the declared output (see checkpoint_dir in common.smk), so a
-# restarted job (retry, time limit, preemption) resumes where the last one stopped.
+# Distillation: one job per student. On a cluster the profile gives this rule several GPUs
+# (resource `gpu`) and the job launches `torchrun --nproc_per_node <gpu>`; checkpoints live
+# outside the declared output (Plan.checkpoint_dir), so a restarted job (retry, time limit,
+# preemption) resumes where the last one stopped.
 
 
 rule distill:
     input:
-        distill_inputs,
+        inputs("distill_inputs", "student"),
     output:
-        directory("results/students/{variant}"),
+        directory("results/students/{student}"),
     params:
-        job_config=distill_job_config,
+        job_config=job("distill_job", "student"),
     log:
-        "logs/distill/{variant}.log",
+        "logs/distill/{student}.log",
     benchmark:
-        "benchmarks/distill/{variant}.tsv"
+        "benchmarks/distill/{student}.tsv"
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/train.py"
+        "../workflow_scripts/run_job.py"

@@ -3,12 +3,12 @@
 
 rule finetune:
     input:
-        model=finetune_model_input,
+        model=model_inputs,
         task="results/tasks/{task}",
     output:
         "results/finetune/{model}/{task}/{mode}/lr{lr}_seed{seed}/metrics.json",
     params:
-        job_config=finetune_job_config,
+        job_config=job("finetune_job", "model", "task", "mode", "lr", "seed"),
     log:
         "logs/finetune/{model}/{task}/{mode}/lr{lr}_seed{seed}.log",
     benchmark:
@@ -17,4 +17,4 @@ rule finetune:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/finetune.py"
+        "../workflow_scripts/run_job.py"

@@ -11,18 +11,18 @@ SUMMARY_OUTPUTS = [
 
 rule efficiency:
     input:
-        finetune_model_input,
+        model_inputs,
     output:
         "results/efficiency/{model}.json",
     params:
-        job_config=efficiency_job_config,
+        job_config=job("efficiency_job", "model"),
     log:
         "logs/efficiency/{model}.log",
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/efficiency.py"
+        "../workflow_scripts/run_job.py"
 
 
 rule aggregate:
@@ -36,11 +36,11 @@ rule aggregate:
         efficiency=report("results/summary/efficiency.csv", caption="../report/efficiency.rst", category="Tables"),
         plot=report("results/summary/score_vs_params.png", caption="../report/plot.rst", category="Plots"),
     params:
-        job_config=aggregate_job_config,
+        job_config=job("aggregate_job"),
     log:
         "logs/aggregate/aggregate.log",
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/aggregate.py"
+        "../workflow_scripts/run_job.py"

@@ -1,75 +1,83 @@
-# Teachers and comparison checkpoints: pretrained from scratch (the demo), downloaded from
-# the hub, converted from the MiniALBERT authors' published layout, or a teacher's
-# architecture left untrained (the `scratch` baseline: trained on each task alone). Downloads
-# happen in jobs, never while the DAG is built.
+# Teachers and baselines: pretrained from scratch (the demo), downloaded from the hub,
+# converted from the MiniALBERT authors' published layout, or a teacher's architecture left
+# untrained (source `scratch`: trained on each task alone). Every model the workflow makes or
+# fetches lives at results/{teachers,students,baselines}/<name>/model; each rule below only
+# matches the names of its own source. Downloads happen in jobs, never while the DAG is built.
 
 # Hub downloads need the internet, which cluster compute nodes often lack: run them on the
 # submit host; so does saving an untrained model (seconds, not worth a queue wait).
 localrules:
     download_model,
     import_authors_checkpoint,
-    init_scratch_model,
+    init_scratch,
 
 
 rule pretrain_teacher:
     input:
-        pretrain_inputs,
+        inputs("pretrain_inputs", "teacher"),
     output:
         directory("results/teachers/{teacher}"),
     params:
-        job_config=pretrain_job_config,
+        job_config=job("pretrain_job", "teacher"),
     log:
         "logs/pretrain_teacher/{teacher}.log",
     benchmark:
         "benchmarks/pretrain_teacher/{teacher}.tsv"
+    wildcard_constraints:
+        teacher=one_of(PLAN.names("teacher", "pretrain")),
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/train.py"
+        "../workflow_scripts/run_job.py"
 
 
-rule init_scratch_model:
+rule init_scratch:
     input:
-        scratch_inputs,
+        inputs("scratch_inputs", "model"),
     output:
         directory("results/baselines/{model}"),
     params:
-        job_config=scratch_job_config,
+        job_config=job("scratch_job", "model"),
     log:
-        "logs/init_scratch_model/{model}.log",
+        "logs/init_scratch/{model}.log",
+    wildcard_constraints:
+        model=one_of(PLAN.names("baseline", "scratch")),
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/init_teacher.py"
+        "../workflow_scripts/run_job.py"
 
 
 rule download_model:
     output:
-        directory("results/downloads/{model}"),
+        directory("results/{kind}s/{model}"),
     params:
-        job_config=download_job_config,
+        job_config=job("download_job", "model"),
     log:
-        "logs/download_model/{model}.log",
+        "logs/download_model/{kind}s/{model}.log",
+    wildcard_constraints:
+        kind="teacher|baseline",
+        model=one_of(PLAN.names("teacher", "hub") + PLAN.names("baseline", "hub")),
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/download_model.py"
+        "../workflow_scripts/run_job.py"
 
 
 rule import_authors_checkpoint:
-    input:
-        import_inputs,
     output:
-        directory("results/imports/{model}"),
+        directory("results/baselines/{model}"),
     params:
-        job_config=import_job_config,
+        job_config=job("import_job", "model"),
     log:
         "logs/import_authors_checkpoint/{model}.log",
+    wildcard_constraints:
+        model=one_of(PLAN.names("baseline", "authors")),
     threads: 1
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/import_authors_checkpoint.py"
+        "../workflow_scripts/run_job.py"

@@ -54,6 +54,13 @@ def _run(cmd, timeout):
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def _distill(cfg_path, output):
+    """`minialbert distill` in process: the typed config from the file, then the shared runner."""
+    from minialbert.distill import load_config, train_model
+
+    return train_model(load_config("distill", cfg_path), output)
+
+
 def _log(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
 
@@ -62,10 +69,8 @@ def test_distil_tiny_student_learns_and_writes_outputs(world, tmp_path):
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from minialbert.distill import run_distill
-
     cfg = distill_config(world, tmp_path / "c.yaml", max_steps=24, log_interval=3, checkpoint_interval=10)
-    metrics = run_distill(cfg, tmp_path / "out")
+    metrics = _distill(cfg, tmp_path / "out")
     log = [r for r in _log(tmp_path / "out") if "event" not in r]
     assert [r["step"] for r in log] == list(range(3, 25, 3))
     for r in log:  # every weighted component present, finite, and the attention term non-zero
@@ -90,24 +95,22 @@ def test_distil_tiny_student_learns_and_writes_outputs(world, tmp_path):
 def test_baseline_and_other_hidden_size(world, tmp_path):
     from safetensors.torch import load_file
 
-    from minialbert.distill import run_distill
-
     cfg_path = distill_config(world, tmp_path / "c.yaml", max_steps=2)
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["student"]["hidden_size"] = 24
     cfg["student"]["num_attention_heads"] = 3
     cfg_path.write_text(yaml.safe_dump(cfg))
-    m = run_distill(cfg_path, tmp_path / "small")
+    m = _distill(cfg_path, tmp_path / "small")
     assert m["steps"] == 2 and m["attention"] > 0
     assert not any("projection" in k for k in load_file(tmp_path / "small" / "model" / "model.safetensors"))
     cfg["loss"]["weights"] = {"mlm": 1, "attention": 0, "hidden": 0, "output": 0, "embedding": 0}
     cfg["teacher"] = str(tmp_path / "no-such-teacher-needed")
     cfg_path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="teacher"):  # the teacher still defines vocabulary and tokenizer
-        run_distill(cfg_path, tmp_path / "base")
+        _distill(cfg_path, tmp_path / "base")
     cfg["teacher"] = str(world["teacher"])
     cfg_path.write_text(yaml.safe_dump(cfg))
-    m = run_distill(cfg_path, tmp_path / "base")
+    m = _distill(cfg_path, tmp_path / "base")
     assert {"mlm", "total"} <= set(m["loss"]) and "attention" not in m["loss"]
 
 
@@ -115,13 +118,11 @@ def test_student_embeddings_from_another_model(world, tmp_path):
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from minialbert.distill import run_distill
-
     cfg_path = distill_config(world, tmp_path / "c.yaml", max_steps=1, lr=1e-9, warmup_steps=0)
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["student"]["embeddings_from"] = str(world["teacher"])  # a BERT: E becomes its width (32 = H)
     cfg_path.write_text(yaml.safe_dump(cfg))
-    run_distill(cfg_path, tmp_path / "out")
+    _distill(cfg_path, tmp_path / "out")
     student = AutoModelForMaskedLM.from_pretrained(tmp_path / "out" / "model")
     teacher = AutoModelForMaskedLM.from_pretrained(world["teacher"])
     assert student.config.embedding_size == 32 and student.minialbert.projector is None
@@ -147,23 +148,40 @@ def test_config_errors_name_the_key(world, tmp_path):
         p = tmp_path / "bad.yaml"
         p.write_text(yaml.safe_dump(bad))
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-            from minialbert.distill import run_distill
+            _distill(p, tmp_path / "o")
+        assert main(["distill", "--config", str(p), "--output", str(tmp_path / "o")]) == 2, key
+        assert not (tmp_path / "o").exists()
 
-            run_distill(p, tmp_path / "o")
-    assert main(["distill", "--config", str(p), "--output", str(tmp_path / "o")]) == 2
+
+def test_unknown_student_key_exits_2_naming_the_key_and_the_allowed_keys(world, tmp_path, capsys):
+    import dataclasses
+
+    from minialbert.cli import main
+    from minialbert.configs import StudentConfig
+
+    cfg = yaml.safe_load(distill_config(world, tmp_path / "c.yaml").read_text())
+    cfg["student"]["foo"] = 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    assert main(["distill", "--config", str(bad), "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    allowed = ", ".join(f.name for f in dataclasses.fields(StudentConfig))
+    assert "num_recursions" in allowed and "embedding_size" in allowed
+    assert f"{bad}: student.foo: unknown key (allowed: {allowed})" in err, err
+    assert not (tmp_path / "x").exists()
 
 
 def test_pretrain_teacher(world, tmp_path):
     from transformers import AutoModelForMaskedLM
 
-    from minialbert.distill import run_pretrain_teacher
+    from minialbert.distill import load_config, train_model
 
     cfg = {"tokenizer": str(world["tokenizer"]), "windows": str(world["windows"]),
            "model": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                      "max_position_embeddings": 64},
            "training": {"lr": 5e-3, "batch_size": 8, "max_steps": 12, "log_interval": 4, "seed": 0}}
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
-    metrics = run_pretrain_teacher(tmp_path / "t.yaml", tmp_path / "teacher")
+    metrics = train_model(load_config("pretrain-teacher", tmp_path / "t.yaml"), tmp_path / "teacher")
     assert metrics["steps"] == 12 and set(metrics["loss"]) == {"mlm", "total"}
     log = [r for r in _log(tmp_path / "teacher") if "event" not in r]
     assert log[-1]["mlm"] < log[0]["mlm"]
@@ -171,8 +189,8 @@ def test_pretrain_teacher(world, tmp_path):
     assert model.config.num_hidden_layers == 2 and (tmp_path / "teacher" / "model" / "tokenizer.json").exists()
 
 
-def test_init_teacher_saves_the_untrained_architecture(world, tmp_path):
-    """`init-teacher`: the pretrain-teacher shape, seeded random weights, no training; bad seeds
+def test_init_scratch_saves_the_untrained_architecture(world, tmp_path, capsys):
+    """`init-scratch` (formerly `init-teacher`): the pretrain-teacher shape, seeded random weights, no training; bad seeds
     and unknown keys are refused naming the field, leaving no output behind."""
     import torch
     from transformers import AutoModelForMaskedLM
@@ -185,7 +203,7 @@ def test_init_teacher_saves_the_untrained_architecture(world, tmp_path):
     def init(name, seed):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(
             {"tokenizer": str(world["tokenizer"]), "model": shape, "seed": seed}))
-        assert main(["init-teacher", "--config", str(tmp_path / f"{name}.yaml"), "--output", str(tmp_path / name)]) == 0
+        assert main(["init-scratch", "--config", str(tmp_path / f"{name}.yaml"), "--output", str(tmp_path / name)]) == 0
         return AutoModelForMaskedLM.from_pretrained(tmp_path / name / "model")
 
     a, again, other = init("a", 0), init("again", 0), init("other", 1)
@@ -200,11 +218,15 @@ def test_init_teacher_saves_the_untrained_architecture(world, tmp_path):
 
     for bad, field in (({"seed": "zero"}, "seed"), ({"steps": 3}, "steps")):
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"tokenizer": str(world["tokenizer"]), "model": shape, **bad}))
-        with pytest.raises(ConfigError, match=field):
-            from minialbert.distill import run_init_teacher
+        with pytest.raises(ConfigError, match=f"bad.yaml: {field}"):
+            from minialbert.distill import run_command
 
-            run_init_teacher(tmp_path / "bad.yaml", tmp_path / "bad")
+            run_command("init-scratch", tmp_path / "bad.yaml", tmp_path / "bad")
         assert not (tmp_path / "bad").exists()
+
+    capsys.readouterr()
+    assert main(["init-teacher", "--config", str(tmp_path / "a.yaml"), "--output", str(tmp_path / "old")]) == 2
+    assert "init-scratch" in capsys.readouterr().err and not (tmp_path / "old").exists()
 
 
 def test_sigkill_then_restart_resumes_and_finishes(world, tmp_path):

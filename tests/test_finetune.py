@@ -12,6 +12,7 @@ import torch
 
 from minialbert import finetune as ft
 from minialbert.cli import main as cli_main
+from minialbert.configs import FinetuneConfig
 from minialbert.tasks import build_task, parse_task_spec
 from minialbert.utils import ConfigError
 
@@ -31,7 +32,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-EXPECTED_KEYS = {"model", "task", "task_type", "mode", "lr", "seed", "epochs", "batch_size", "dev", "test",
+EXPECTED_KEYS = {"model", "model_dir", "task", "task_type", "mode", "lr", "seed", "epochs", "batch_size", "dev", "test",
                  "main_metric", "main_value", "trainable_params", "total_params", "unique_params", "train_seconds",
                  "eval_seconds", "train_examples_per_second", "eval_examples_per_second", "config_hash", "config"}
 
@@ -116,7 +117,7 @@ def task_dirs(tmp_path_factory) -> dict[str, Path]:
 
 def run_cli(model: Path, task: Path, out: Path, mode: str = "full", *extra: str) -> dict:
     args = ["finetune", "--model", str(model), "--task", str(task), "--mode", mode, "--lr", "1e-3", "--seed", "3",
-            "--output", str(out), "--epochs", "2", "--batch-size", "4", "--max-length", "32", "--warmup", "0.1", *extra]
+            "--output", str(out), "--epochs", "2", "--batch-size", "4", "--max-length", "32", "--warmup-ratio", "0.1", *extra]
     assert cli_main(args) == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -128,6 +129,8 @@ def test_finetune_bert_writes_complete_metrics(bert_dir, task_dirs, tmp_path, ta
     assert EXPECTED_KEYS <= set(metrics)
     assert metrics["main_metric"] == metric and metrics["main_value"] == metrics["dev"][metric]
     assert metrics["mode"] == mode and metrics["task"] == task and metrics["seed"] == 3
+    assert metrics["model"] == bert_dir.name and metrics["model_dir"] == str(bert_dir)  # the dir's basename
+    assert metrics["config"]["warmup_ratio"] == 0.1 and "warmup" not in metrics["config"]
     assert 0 < metrics["trainable_params"] <= metrics["unique_params"] <= metrics["total_params"]
     if mode == "adapter":
         assert metrics["trainable_params"] < metrics["unique_params"] / 2
@@ -158,23 +161,6 @@ def test_finetune_is_deterministic_and_saves_model(bert_dir, task_dirs, tmp_path
     assert saved.config.id2label == {0: "negative", 1: "positive"}
 
 
-def test_generic_adapters_are_near_identity_and_structural(bert_dir):
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=2).eval()
-    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
-    before = model(**batch).logits
-    ft.prepare_adapter_tuning(model, reduction_factor=4)
-    after = model(**batch).logits
-    torch.testing.assert_close(before, after)  # zero-initialised up-projections
-    adapters = [m for m in model.modules() if isinstance(m, ft.HoulsbyAdapter)]
-    assert len(adapters) == 2 * model.config.num_hidden_layers
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(".adapter." in n or n.startswith("classifier.") for n in trainable)
-    assert isinstance(model.bert.encoder.layer[0].attention.output.dense, ft.AdaptedLinear)
-    assert isinstance(model.bert.encoder.layer[0].output.dense, ft.AdaptedLinear)
-
-
 def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
     """A sentence far longer than --max-length is split into chunks; predictions come back for
     every word, in order, and the words with several sub-words are scored once."""
@@ -186,7 +172,8 @@ def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
     for name in ("train.tsv", "devel.tsv"):
         (d / name).write_text(body)
     task = build_task(parse_task_spec({"name": "ner", "source": "bio_ner_dir", "path": str(d)}))
-    config = ft.FinetuneConfig(model=str(bert_dir), task="", max_length=16, eval_batch_size=3)
+    config = FinetuneConfig(model=str(bert_dir), task="ner", output=str(tmp_path / "out"), lr=1e-3, max_length=16,
+                            eval_batch_size=3)
     tokenizer = ft.load_tokenizer(config)
     features = ft.encode_words(task, "devel" if "devel" in task.splits else "dev", tokenizer, 16)
     assert sum(len(f["input_ids"]) - 2 for f in features) > len(words)  # sub-words were split
@@ -222,7 +209,7 @@ def test_length_grouped_batches_cover_everything():
     batches = ft.length_grouped_batches(lengths, 8, random.Random(0), group_factor=4)
     assert sorted(i for b in batches for i in b) == list(range(103))
     assert batches == ft.length_grouped_batches(lengths, 8, random.Random(0), group_factor=4)
-    assert ft.warmup_steps(0.1, 95) == 10 and ft.warmup_steps(7, 95) == 7
+    assert ft.warmup_steps(0.1, 95) == 10 and ft.warmup_steps(0.0, 95) == 0  # a ratio only (no steps)
 
 
 def test_sorted_eval_batches_respect_the_token_budget():
@@ -240,14 +227,50 @@ def test_sorted_eval_batches_respect_the_token_budget():
 
 def test_eval_token_budget_is_a_run_setting_not_part_of_the_hash():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    auto = ft.FinetuneConfig(model="m", task="t")
+    required = {"model": "m", "task": "t", "output": "o", "lr": 1e-3}
+    auto = FinetuneConfig.from_dict(required)
     assert ft.eval_token_budget(auto, cpu) == ft.CPU_EVAL_MAX_TOKENS and ft.eval_token_budget(auto, gpu) is None
-    fixed = ft.FinetuneConfig(model="m", task="t", eval_max_tokens="4096")
+    fixed = FinetuneConfig.from_dict({**required, "eval_max_tokens": 4096})
     assert ft.eval_token_budget(fixed, cpu) == 4096 == ft.eval_token_budget(fixed, gpu)
     assert fixed.resolved() == auto.resolved()  # changing it does not rerun finished runs
-    for bad in ("0", "-5", "lots"):
-        with pytest.raises(ConfigError, match="--eval-max-tokens"):
-            ft.FinetuneConfig(model="m", task="t", eval_max_tokens=bad).check()
+    for bad in (0, -5, "lots", "4096", True):
+        with pytest.raises(ConfigError, match="eval_max_tokens"):
+            FinetuneConfig.from_dict({**required, "eval_max_tokens": bad})
+
+
+def test_old_warmup_key_and_flag_are_refused_naming_warmup_ratio(tmp_path, capsys):
+    required = {"model": "m", "task": "t", "output": "o", "lr": 1e-3}
+    for value in (0.1, 50):
+        with pytest.raises(ConfigError, match=r"^warmup: this key was renamed: use warmup_ratio"):
+            FinetuneConfig.from_dict({**required, "warmup": value})
+    with pytest.raises(ConfigError, match=r"finetune\.warmup: .*warmup_ratio"):
+        FinetuneConfig.from_dict({**required, "warmup": 0.1}, key="finetune")
+    # steps are no longer accepted: the ratio must be a fraction < 1
+    with pytest.raises(ConfigError, match=r"^warmup_ratio: expected a number < 1, got 50"):
+        FinetuneConfig.from_dict({**required, "warmup_ratio": 50})
+    assert FinetuneConfig.from_dict({**required, "warmup_ratio": 0.25}).warmup_ratio == 0.25
+    # the old flag with a step count (its old meaning): exit 2 naming warmup_ratio
+    args = ["finetune", "--model", "m", "--task", "t", "--output", str(tmp_path / "o"), "--lr", "1e-3"]
+    capsys.readouterr()
+    assert cli_main([*args, "--warmup", "50"]) == 2
+    assert "warmup_ratio" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_finetune_config_types_and_name(tmp_path):
+    required = {"model": "runs/students/tiny/", "task": "t", "output": "o", "lr": 1e-3}
+    cfg = FinetuneConfig.from_dict(required)
+    assert cfg.name == "tiny" and cfg.bf16 == "auto" and cfg.save_model is False
+    assert FinetuneConfig.from_dict({**required, "model_name": "Tiny"}).name == "Tiny"
+    assert FinetuneConfig.from_dict({**required, "bf16": False}).bf16 is False
+    for key, bad in (("bf16", "false"), ("bf16", "yes"), ("lr", 0), ("save_model", "true")):
+        with pytest.raises(ConfigError, match=f"^{key}: "):
+            FinetuneConfig.from_dict({**required, key: bad})
+    for missing in required:
+        with pytest.raises(ConfigError, match=f"^{missing}: missing"):
+            FinetuneConfig.from_dict({k: v for k, v in required.items() if k != missing})
+    assert "output" not in cfg.resolved() and "eval_max_tokens" not in cfg.resolved()
+    assert {"model", "task", "lr", "warmup_ratio", "bf16"} <= set(cfg.resolved())
 
 
 def test_bad_arguments_are_config_errors(bert_dir, task_dirs, tmp_path, capsys):
@@ -287,37 +310,12 @@ def test_finetune_custom_jsonl_prepared_dir(bert_dir, tmp_path):
     (tmp_path / "qa.yaml").write_text("name: qa\nsource: files\ntype: pair\ntext_columns: [q, a]\nlabel_column: y\n"
                                       "files: {train: train.jsonl, dev: dev.jsonl}\n")
     assert cli_main(["prepare-task", "--spec", str(tmp_path / "qa.yaml"), "--output", str(tmp_path / "qa")]) == 0
-    metrics = run_cli(bert_dir, tmp_path / "qa", tmp_path / "out", "adapter", "--epochs", "1", "--scheduler", "cosine")
+    metrics = run_cli(bert_dir, tmp_path / "qa", tmp_path / "out", "adapter", "--epochs", "1", "--scheduler", "cosine",
+                      "--model-name", "Tiny BERT", "--bf16", "false", "--no-save-model")
     assert set(metrics["dev"]) == {"accuracy", "f1_macro", "matthews_correlation"}
-    assert metrics["config"]["scheduler"] == "cosine"
-
-
-@pytest.mark.parametrize("family", ["distilbert", "albert"])
-def test_generic_adapters_find_other_encoders_by_structure(family):
-    """DistilBERT (q_lin/k_lin/v_lin/out_lin, lin1/lin2) and hub ALBERT (one shared layer
-    inside layer groups): adapters land on the output projections, the model is unchanged."""
-    import transformers
-
-    if family == "distilbert":
-        config = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32, num_labels=3)
-        model = transformers.DistilBertForSequenceClassification(config)
-        expected = {"distilbert.transformer.layer.0.attention.out_lin", "distilbert.transformer.layer.0.ffn.lin2",
-                    "distilbert.transformer.layer.1.attention.out_lin", "distilbert.transformer.layer.1.ffn.lin2"}
-    else:
-        config = transformers.AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=3,
-                                           num_attention_heads=2, intermediate_size=32, num_labels=3)
-        model = transformers.AlbertForSequenceClassification(config)
-        prefix = "albert.encoder.albert_layer_groups.0.albert_layers.0."
-        expected = {prefix + "attention.dense", prefix + "ffn_output"}
-    model.eval()
-    ids = torch.tensor([[2, 7, 8, 9, 3]])
-    before = model(input_ids=ids).logits
-    ft.prepare_adapter_tuning(model, reduction_factor=4)
-    torch.testing.assert_close(model(input_ids=ids).logits, before)
-    wrapped = {name for name, m in model.named_modules() if isinstance(m, ft.AdaptedLinear)}
-    assert wrapped == expected
-    frozen_base = all(not p.requires_grad for n, p in model.base_model.named_parameters() if ".adapter." not in n)
-    assert frozen_base and any(p.requires_grad for p in model.classifier.parameters())
+    assert metrics["config"]["scheduler"] == "cosine" and metrics["config"]["bf16"] is False
+    assert metrics["model"] == "Tiny BERT" and metrics["model_dir"] == str(bert_dir)
+    assert not (tmp_path / "out" / "model").exists()
 
 
 def test_regression_targets_are_standardised_for_training_and_mapped_back():

@@ -1,5 +1,6 @@
 """The MiniALBERT model family: config checks, outputs, fast vs reference attention, heads,
-Auto-class round trips, adapter tuning, parameter counts, borrowed embeddings."""
+Auto-class round trips, borrowed embeddings. (Adapter tuning and parameter counts:
+tests/test_adapters.py.)"""
 
 import pytest
 import torch
@@ -20,9 +21,7 @@ from minialbert import (
     MiniAlbertForSequenceClassification,
     MiniAlbertForTokenClassification,
     MiniAlbertModel,
-    count_parameters,
     init_embeddings_from,
-    prepare_for_adapter_tuning,
 )
 
 TINY = dict(
@@ -174,75 +173,6 @@ def test_token_classification_ignores_minus_100():
     out = model(**batch(), labels=labels)
     assert out.logits.shape == (3, 9, 4)
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits[0, :4], labels[0, :4]))
-
-
-def _trainable(model):
-    return sorted(n for n, p in model.named_parameters() if p.requires_grad)
-
-
-def test_adapter_tuning_trains_exactly_adapters_and_head():
-    model = MiniAlbertForSequenceClassification(tiny_config(num_labels=2, num_hidden_layers=2))
-    prepare_for_adapter_tuning(model)
-    expected = sorted(
-        [f"minialbert.{kind}.{i}.{m}.{w}" for kind in ("att_adapters", "ffn_adapters") for i in range(2)
-         for m in ("down", "up", "norm") for w in ("weight", "bias")]
-        + ["classifier.weight", "classifier.bias"]
-    )
-    assert _trainable(model) == expected
-
-
-def test_adapter_tuning_adds_near_identity_adapters_when_missing():
-    model = MiniAlbertForTokenClassification(tiny_config(num_labels=3, use_adapter=False)).eval()
-    with torch.no_grad():
-        before = model.minialbert(**batch()).last_hidden_state
-    prepare_for_adapter_tuning(model)
-    assert model.config.use_adapter and len(model.minialbert.att_adapters) == 3
-    assert all(n.startswith(("minialbert.att_adapters", "minialbert.ffn_adapters", "classifier")) for n in _trainable(model))
-    with torch.no_grad():
-        after = model.minialbert(**batch()).last_hidden_state
-    # Up-projections start at zero: B(x) = LayerNorm(x); inputs are already layer-normed.
-    assert (after - before).abs().max() < 0.05
-    # Gradients reach the adapters only.
-    model.train()
-    model(**batch(), labels=torch.zeros(3, 9, dtype=torch.long)).loss.backward()
-    assert model.minialbert.layer.attention.query.weight.grad is None
-    assert model.minialbert.att_adapters[0].up.weight.grad.abs().sum() > 0
-
-
-def test_adapter_model_saved_after_tuning_reloads(tmp_path):
-    model = MiniAlbertForSequenceClassification(tiny_config(num_labels=2, use_adapter=False))
-    prepare_for_adapter_tuning(model)
-    model.save_pretrained(tmp_path)
-    again = AutoModelForSequenceClassification.from_pretrained(tmp_path)
-    assert again.config.use_adapter and again.minialbert.att_adapters is not None
-
-
-@pytest.mark.parametrize(
-    "E,use_adapter,expected",
-    [(128, True, 12_072_768), (128, False, 11_159_808), (312, True, 17_925_072), (312, False, 17_012_112)],
-)
-def test_paper_parameter_counts(E, use_adapter, expected):
-    config = MiniAlbertConfig(
-        vocab_size=30522, hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-        num_hidden_layers=6, reduction_factor=16, embedding_size=E, use_adapter=use_adapter,
-    )
-    model = MiniAlbertForMaskedLM(config)
-    encoder = count_parameters(model.base_model)
-    assert encoder["unique"] == expected
-    shared = sum(p.numel() for p in model.minialbert.layer.parameters())
-    assert shared == 7_087_872
-    assert encoder["total"] == expected + 5 * shared  # the shared layer counted per recursion
-    assert count_parameters(model)["unique"] > expected  # + MLM head
-
-
-def test_count_parameters_trainable_and_plain_modules():
-    model = MiniAlbertForSequenceClassification(tiny_config(num_labels=2))
-    prepare_for_adapter_tuning(model)
-    counts = count_parameters(model)
-    assert counts["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20))
-    b = count_parameters(bert)
-    assert b["total"] == b["unique"] == b["trainable"] == sum(p.numel() for p in bert.parameters())
 
 
 def test_init_embeddings_from_a_bert_model(tmp_path):

@@ -15,14 +15,14 @@ def write_run(root, model, task, mode, lr, seed, dev, test=None, metric="accurac
     d = root / "finetune" / model / task / mode / f"lr{lr:g}_seed{seed}"
     d.mkdir(parents=True)
     metrics = {
-        "model": f"/some/dir/{model}", "task": task, "task_type": "single", "mode": mode, "lr": lr, "seed": seed,
+        "model": model, "model_dir": f"/some/dir/{model}", "task": task, "task_type": "single", "mode": mode, "lr": lr, "seed": seed,
         "epochs": 3, "batch_size": 16, "main_metric": metric, "main_value": dev,
         "dev": {metric: dev, "f1": dev / 2}, "test": None if test is None else {metric: test},
         "trainable_params": 1000 if mode == "full" else 100, "total_params": 5000, "unique_params": 4000,
         "train_seconds": 1.0, "eval_seconds": 0.5, "train_examples_per_second": 10.0,
-        "eval_examples_per_second": 20.0, "config_hash": "abc", "config": {"lr": lr},
-        "workflow": {"model_identity": f"id-{model}", "task_identity": f"t-{task}",
-                     "job_config": {"model": model, "task": task, "lr": lr, "seed": seed}},
+        "eval_examples_per_second": 20.0, "config_hash": "abc",
+        "config": {"model": f"/some/dir/{model}", "model_name": model, "task": task, "mode": mode, "lr": lr, "seed": seed},
+        "workflow": {"model_identity": f"id-{model}", "task_identity": f"t-{task}"},
         **extra,
     }
     (d / "metrics.json").write_text(json.dumps(metrics))
@@ -47,7 +47,7 @@ def results(tmp_path):
     eff.mkdir()
     for model, unique in (("a", 4000), ("b", 2000)):
         (eff / f"{model}.json").write_text(json.dumps({
-            "model": model, "total_params": 5000, "unique_params": unique, "batch_size": 8, "seq_len": 128,
+            "model": model, "total_params": 5000, "unique_params": unique, "batch_size": 8, "max_length": 128,
             "threads": 1, "latency_ms": 5.0, "latency_ms_min": 4.0, "throughput_examples_per_second": 1600.0}))
     return tmp_path, files, sorted(eff.glob("*.json"))
 
@@ -59,11 +59,35 @@ TASKS = {"t1": {"group": "glue", "report_split": "dev"}, "t2": {"group": "glue",
 def test_load_run_flattens_metrics_and_uses_the_config_name(results):
     _, files, _ = results
     row = load_run(files[0])
-    assert row["model"] == "a"  # the workflow's name, not the model dir
+    assert row["model"] == "a" and row["model_dir"] == "/some/dir/a"  # the config's name, and its dir
     assert row["dev_accuracy"] == 0.75 and row["dev_f1"] == 0.375
     assert row["test_accuracy"] == pytest.approx(0.65) and row["test_main_value"] == pytest.approx(0.65)
     assert row["model_identity"] == "id-a" and row["config_hash"] == "abc"
-    assert json.loads(row["params"])["seed"] == 0
+    assert json.loads(row["run_config"]) == {"model": "/some/dir/a", "model_name": "a", "task": "t1",
+                                             "mode": "full", "lr": 1e-4, "seed": 0}
+
+
+def test_load_run_reads_legacy_metrics_that_name_the_model_by_its_dir(tmp_path):
+    path = write_run(tmp_path, "a", "t1", "full", 1e-3, 0, 0.8)
+    data = json.loads(path.read_text())
+    del data["model_dir"]
+    data["model"] = "/some/dir/a"
+    data["workflow"]["job_config"] = {"model": "a", "task": "t1", "lr": 1e-3, "seed": 0}
+    path.write_text(json.dumps(data))
+    row = load_run(path)
+    assert row["model"] == "a" and row["model_dir"] == "/some/dir/a"
+    assert json.loads(row["run_config"])["seed"] == 0
+
+
+def test_legacy_efficiency_json_seq_len_is_read_as_max_length(results):
+    from minialbert.report import efficiency_frame
+
+    _, _, eff = results
+    data = json.loads(eff[0].read_text())
+    data["seq_len"] = data.pop("max_length")
+    eff[0].write_text(json.dumps(data))
+    df = efficiency_frame(eff)
+    assert list(df["max_length"]) == [128, 128] and "seq_len" not in df.columns
 
 
 def test_mnli_style_nested_dev_sets_are_flattened(tmp_path):
@@ -112,7 +136,8 @@ def test_aggregate_writes_tables_with_averages_and_params(results):
     runs = pd.read_csv(paths["runs"])
     assert len(runs) == len(files)
     assert {"model", "task", "mode", "lr", "seed", "main_metric", "main_value", "config_hash",
-            "model_identity", "params"} <= set(runs.columns)
+            "model_identity", "model_dir", "run_config"} <= set(runs.columns)
+    assert "params" not in runs.columns
     table = pd.read_csv(paths["table"])
     assert list(table["model"]) == ["a", "a", "b"]  # teacher rows first, config order
     a_full = table[(table.model == "a") & (table["mode"] == "full")].iloc[0]
@@ -167,8 +192,16 @@ def test_efficiency_measures_a_tiny_model(tmp_path):
     BertForMaskedLM(config).save_pretrained(tmp_path / "tiny")
     out = tmp_path / "efficiency" / "tiny.json"
     assert main(["efficiency", "--model", str(tmp_path / "tiny"), "--output", str(out), "--batch-size", "2",
-                 "--seq-len", "128", "--repeats", "2", "--warmup", "1"]) == 0
+                 "--max-length", "128", "--repeats", "2", "--warmup-repeats", "1"]) == 0
     data = json.loads(out.read_text())
-    assert data["model"] == "tiny" and data["seq_len"] == 64  # capped at the model's positions
+    assert data["model"] == "tiny" and data["max_length"] == 64  # capped at the model's positions
     assert data["unique_params"] > 0 and data["total_params"] >= data["unique_params"]
     assert data["latency_ms"] > 0 and data["throughput_examples_per_second"] > 0
+
+
+def test_efficiency_refuses_the_old_seq_len_flag(tmp_path):
+    from minialbert.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["efficiency", "--model", str(tmp_path), "--output", str(tmp_path / "e.json"), "--seq-len", "1"])
+    assert exc.value.code == 2

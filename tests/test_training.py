@@ -8,19 +8,19 @@ import os
 import signal
 
 import pytest
+
+from minialbert.configs import TrainingConfig
 import torch
 from torch import nn
 
+from minialbert.checkpoints import latest_checkpoint
+from minialbert.data.mlm import ResumableBatches, SeededMLMCollator
 from minialbert.training import (
     NonFiniteLossError,
-    ResumableBatches,
-    SeededMLMCollator,
     TrainingInterrupted,
     TrainingJob,
     build_optimizer,
-    latest_checkpoint,
     linear_schedule,
-    resolve_training_config,
     train,
 )
 from minialbert.utils import ConfigError
@@ -72,6 +72,10 @@ def make_job(tok, ds, hook=None):
 
     return TrainingJob(module=module, compute_losses=compute_losses, save_model=save_model, dataset=ds,
                        tokenizer=tok), saved
+
+
+def resolve_training_config(raw):
+    return TrainingConfig.from_dict(raw, key="training").to_dict()
 
 
 def cfg(**kw):
@@ -180,6 +184,29 @@ def test_checkpoint_of_another_config_is_refused_but_operational_changes_resume(
     job, _ = make_job(tok, ds)
     changed = {"x": 1, "training": dict(cfg(max_steps=4, log_interval=3))}
     assert train(job, cfg(max_steps=4, log_interval=3), output_dir=tmp_path, run_config=changed)["steps"] == 4
+
+
+def test_checkpoint_meta_names_resume_identity_and_legacy_config_hash_still_resumes(data, tmp_path):
+    tok, ds = data
+    job, _ = make_job(tok, ds)
+    run_config = {"x": 1, "training": dict(cfg(max_steps=4))}
+    train(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)
+    ckpt = latest_checkpoint(tmp_path / "checkpoints")
+    meta = json.loads((ckpt / "meta.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # the checkpoint hashes the config without operational keys: not metrics.json's config_hash
+    assert "config_hash" not in meta and meta["resume_identity"] != metrics["config_hash"]
+    # a checkpoint written before the rename carries its identity under `config_hash`
+    meta["config_hash"] = meta.pop("resume_identity")
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    job, _ = make_job(tok, ds)
+    with pytest.raises(ConfigError, match="different config"):
+        train(job, cfg(max_steps=4), output_dir=tmp_path, run_config={**run_config, "x": 2})
+    job, _ = make_job(tok, ds)
+    assert train(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)["steps"] == 4
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert {"event": "resume", "step": 2, "checkpoint": str(ckpt)} in log
+    assert [r["step"] for r in log if "event" not in r] == [1, 2, 3, 4]
 
 
 def test_epochs_and_gradient_accumulation(data, tmp_path):

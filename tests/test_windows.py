@@ -126,9 +126,12 @@ def test_cli_train_tokenizer_and_make_windows(tmp_path):
                  "--vocab-size", "60"]) == 0
     assert main(["make-windows", "--corpus", str(tmp_path / "corpus"), "--tokenizer", str(tmp_path / "tok"),
                  "--output", str(tmp_path / "win"), "--max-length", "4", "--stride", "1",
-                 "--max-windows-per-doc", "0"]) == 0
+                 "--max-windows-per-document", "null"]) == 0
     info = json.loads((tmp_path / "win" / "windowing.json").read_text())
     assert info["windows"] == 20 * num_windows(3, 2, 1) and info["max_windows_per_doc"] is None
+    # 0 no longer means "keep all" (null does): it is refused naming the key
+    assert main(["make-windows", "--corpus", str(tmp_path / "corpus"), "--tokenizer", str(tmp_path / "tok"),
+                 "--output", str(tmp_path / "win0"), "--max-windows-per-document", "0"]) == 2
 
 
 def _write(path, text):

@@ -175,7 +175,7 @@ def test_retraining_the_teacher_leaves_its_scratch_copy_alone(tiny_run):
     assert finetune_outputs(model="teacher") <= jobs
     assert not any("scratch" in output for _, output in jobs)
     config["teachers"]["teacher"]["model"]["intermediate_size"] = 96  # a new shape: a new scratch model
-    assert ("init_scratch_model", "results/baselines/scratch") in scheduled(tiny_run, config)
+    assert ("init_scratch", "results/baselines/scratch") in scheduled(tiny_run, config)
 
 
 def test_a_models_epochs_factor_reruns_only_its_fine_tuning(tiny_run):

@@ -1,4 +1,4 @@
-"""Shared by the workflow scripts: log redirection, the job's own config, calling the CLI.
+"""Shared by the workflow scripts: log redirection and thread settings.
 
 Snakemake runs each script as `python <copy of the script>` with a `snakemake` object
 injected; the scripts import this module from their own folder (snakemake.scriptdir).
@@ -6,17 +6,17 @@ injected; the scripts import this module from their own folder (snakemake.script
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 
-def start(snakemake) -> dict:
-    """Send stdout and stderr (also of child processes) to the job's log; return its config."""
+def start(snakemake) -> None:
+    """Send stdout and stderr (also of child processes) to the job's log; set thread counts."""
     repo = str(Path(snakemake.scriptdir).resolve().parent)
     if repo not in sys.path:
         sys.path.insert(1, repo)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     if snakemake.log:
         log = Path(snakemake.log[0])
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -32,34 +32,3 @@ def start(snakemake) -> dict:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM"):
         os.environ.setdefault(var, threads if var != "TOKENIZERS_PARALLELISM" else "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    cfg = json.loads(snakemake.params.job_config)
-    print(f"[workflow] rule {snakemake.rule}, job config:\n{json.dumps(cfg, indent=2, sort_keys=True)}", flush=True)
-    return cfg
-
-
-def set_torch_threads(snakemake) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, int(snakemake.threads)))
-
-
-def cli(*argv: str) -> None:
-    """Run a `minialbert` subcommand in this process; a non-zero status fails the job."""
-    from minialbert.cli import main
-
-    args = [str(a) for a in argv]
-    print("[workflow] minialbert " + " ".join(args), flush=True)
-    status = main(args)
-    if status:
-        raise SystemExit(f"minialbert {args[0]} exited with status {status}")
-
-
-def write_yaml(path: str | os.PathLike, obj) -> Path:
-    """Write a command's config file (YAML) and return its path."""
-    import yaml
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        yaml.safe_dump(obj, f, sort_keys=False)
-    return path

@@ -42,7 +42,7 @@ def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
         yield batch
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int = 4000, lowercase: bool = True, min_frequency: int = 2):
+def train_wordpiece(texts: Iterable[str], vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2):
     """Train a BERT-style WordPiece tokenizer on `texts` and return it as a fast BERT tokenizer."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizerFast
@@ -66,7 +66,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 4000, lowercase: boo
     return BertTokenizerFast(vocab=vocab, do_lower_case=lowercase, strip_accents=lowercase if lowercase else None)
 
 
-def train_tokenizer(corpus_dir: str | Path, output: str | Path, vocab_size: int = 4000, lowercase: bool = True,
+def train_tokenizer(corpus_dir: str | Path, output: str | Path, vocab_size: int = 30522, lowercase: bool = True,
                     min_frequency: int = 2, model_max_length: int = 512):
     """Train a WordPiece tokenizer on a corpus dir (column `text`) and save it atomically to `output`."""
     from minialbert.data.corpora import load_corpus
@@ -85,16 +85,22 @@ def train_tokenizer(corpus_dir: str | Path, output: str | Path, vocab_size: int 
 # --- CLI: minialbert train-tokenizer ---------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from minialbert.cli import add_config_arguments
+    from minialbert.configs import TokenizerConfig
+
     parser.add_argument("--corpus", required=True, help="corpus dir written by `minialbert ingest-corpus`")
     parser.add_argument("--output", required=True, help="tokenizer dir to write (fast BERT tokenizer)")
-    parser.add_argument("--vocab-size", type=int, default=4000, help="target vocabulary size (default 4000)")
-    parser.add_argument("--cased", action="store_true", help="keep case (default: lowercase, like bert-base-uncased)")
+    add_config_arguments(parser, TokenizerConfig)
     parser.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency for a merge (default 2)")
     parser.add_argument("--model-max-length", type=int, default=512, help="recorded model_max_length (default 512)")
 
 
 def run(args: argparse.Namespace) -> int:
-    tokenizer = train_tokenizer(args.corpus, args.output, vocab_size=args.vocab_size, lowercase=not args.cased,
+    from minialbert.cli import config_from_args
+    from minialbert.configs import TokenizerConfig
+
+    s = config_from_args(TokenizerConfig, args)
+    tokenizer = train_tokenizer(args.corpus, args.output, vocab_size=s.vocab_size, lowercase=s.lowercase,
                                 min_frequency=args.min_frequency, model_max_length=args.model_max_length)
     print(f"wrote {args.output}: WordPiece vocabulary of {len(tokenizer)} tokens")
     return 0

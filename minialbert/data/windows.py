@@ -157,25 +157,24 @@ def make_windows(corpus_dir: str | Path, tokenizer_dir: str | Path, output: str 
 # --- CLI: minialbert make-windows ------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from minialbert.cli import add_config_arguments
+    from minialbert.configs import WindowsConfig
+
     parser.description = ("Cut every corpus document into windows of --max-length tokens ([CLS] ... [SEP] each), "
                           "consecutive windows sharing --stride content tokens; keep at most "
-                          "--max-windows-per-doc windows per document, sampled with --seed.")
+                          "--max-windows-per-document windows per document (null: all), sampled with --seed.")
     parser.add_argument("--corpus", required=True, help="corpus dir (from `minialbert ingest-corpus`)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer dir or hub name (a fast tokenizer)")
     parser.add_argument("--output", required=True, help="windows dir to write (replaced atomically)")
-    parser.add_argument("--max-length", type=int, default=256, help="tokens per window incl. [CLS]/[SEP] (default 256)")
-    parser.add_argument("--stride", type=int, default=128,
-                        help="content tokens shared by consecutive windows (Hugging Face overflow stride; default 128)")
-    parser.add_argument("--max-windows-per-doc", type=int, default=10,
-                        help="keep at most this many windows per document, sampled; 0 = keep all (default 10)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the window sampling (default 42)")
-    parser.add_argument("--num-proc", type=int,
-                        help="processes for tokenisation (default 1); the output does not depend on it")
+    add_config_arguments(parser, WindowsConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    k = args.max_windows_per_doc or None
-    windows = make_windows(args.corpus, args.tokenizer, args.output, args.max_length, args.stride, k, args.seed,
-                           args.num_proc)
+    from minialbert.cli import config_from_args
+    from minialbert.configs import WindowsConfig
+
+    s = config_from_args(WindowsConfig, args)
+    windows = make_windows(args.corpus, args.tokenizer, args.output, s.max_length, s.stride,
+                           s.max_windows_per_document, s.seed, s.num_proc)
     print(f"wrote {args.output}: {len(windows)} windows")
     return 0

@@ -1,0 +1,122 @@
+"""Checkpoints of a training run: `step-N` dirs written atomically outside the output model dir
+(model, optimizer, scheduler, RNG states, TrainState), found again on restart, and refused when
+they were written by a run that computes something else.
+
+meta.json's `resume_identity` hashes the run config without its operational keys, so a change
+of logging or checkpoint cadence still resumes. It is not metrics.json's `config_hash` (the
+whole config); checkpoints written before the rename carry it under `config_hash`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from minialbert.utils import ConfigError, atomic_directory, config_hash, write_json_atomic
+
+_CKPT_RE = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainState:
+    """Where a run is: optimizer steps done, data position (epoch, batches consumed in it), totals so far."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens_seen: int = 0
+    wall_seconds: float = 0.0
+
+
+def resume_identity(run_config: Mapping[str, Any], operational_keys: Iterable[str]) -> str:
+    """Hash of what a run computes: the resolved config without the operational `training:` keys."""
+    cfg = json.loads(json.dumps(run_config, default=str))
+    training = cfg.get("training", {})
+    for key in operational_keys:
+        training.pop(key, None)
+    return config_hash(cfg)
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the highest step in `checkpoint_dir` (None if there is none)."""
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.match(p.name)) and (p / "meta.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def _rng_state() -> dict[str, Any]:
+    # Plain lists and tensors only, so that `torch.load(weights_only=True)` can read it back.
+    py = random.getstate()
+    npy = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [npy[0], torch.from_numpy(npy[1].astype(np.int64)), int(npy[2]), int(npy[3]), float(npy[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = state["numpy"]
+    np.random.set_state((npy[0], npy[1].numpy().astype(np.uint32), npy[2], npy[3], npy[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        # A resume on fewer or other GPUs than the run that saved it keeps the fresh CUDA streams.
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(checkpoint_dir: Path, *, module, optimizer, scheduler, state: TrainState, identity: str,
+                    keep: int) -> Path:
+    """Write `checkpoint_dir/step-N` atomically, then prune all but the newest `keep`."""
+    dst = checkpoint_dir / f"step-{state.step:08d}"
+    with atomic_directory(dst) as tmp:
+        torch.save(
+            {
+                "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "state": vars(state).copy(),
+            },
+            tmp / "state.pt",
+        )
+        write_json_atomic(tmp / "meta.json", {"step": state.step, "resume_identity": identity, "state": vars(state)})
+    old = sorted((int(m.group(1)), p) for p in checkpoint_dir.iterdir() if (m := _CKPT_RE.match(p.name)))
+    for _, p in old[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+    return dst
+
+
+def load_checkpoint(path: Path, *, module, optimizer, scheduler, identity: str, restore_rng: bool) -> TrainState:
+    """Restore a checkpoint written by this config; a checkpoint of another config is refused."""
+    meta = json.loads((path / "meta.json").read_text())
+    written = meta.get("resume_identity", meta.get("config_hash"))  # config_hash: written before the rename
+    if written != identity:
+        raise ConfigError(
+            f"{path}: checkpoint was written by a different config (resume_identity {written}, this run "
+            f"{identity}); delete it, or point training.checkpoint_dir elsewhere to start afresh"
+        )
+    blob = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    module.load_state_dict(blob["module"])
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    if restore_rng:
+        _set_rng_state(blob["rng"])
+    return TrainState(**blob["state"])

@@ -1,0 +1,400 @@
+"""One typed config per command: the single place where a setting is named, documented,
+defaulted and validated.
+
+Every command (`minialbert distill`, `finetune`, `make-windows`, ...) reads exactly one of the
+dataclasses below, and the workflow's plan (`minialbert.workflow.plan`) builds the same
+dataclass from a `config.yaml` entry when the DAG is built, so a bad value fails before any
+job runs and with the same message the command would print. The workflow's JSON schema only
+knows the workflow's own keys and passes each command section through to its dataclass.
+
+This module imports neither torch nor transformers: `minialbert --help` and config errors
+must answer at once.
+
+    StudentConfig.from_dict({"num_recursions": 0}, key="student")
+    -> ConfigError("student.num_recursions: expected an integer >= 1, got 0")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping, TypeVar
+
+from minialbert.utils import ConfigError
+
+S = TypeVar("S", bound="Section")
+
+
+def option(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = None, minimum: float | None = None,
+           above: float | None = None, below: float | None = None, operational: bool = False) -> Any:
+    """A documented config field. `minimum` is inclusive, `above`/`below` exclusive bounds;
+    `operational` marks settings that change how a run is observed or stored, not what it computes."""
+    meta = {"doc": doc, "minimum": minimum, "above": above, "below": below, "operational": operational}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _describe_type(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) if isinstance(a, str) else str(a).lower() for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_describe_type(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe_type(a) for a in args)
+    if isinstance(tp, type) and issubclass(tp, Section):
+        return "a mapping"
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` checked against the annotation `tp`; raises ConfigError naming `key`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for alternative in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, alternative, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+    if isinstance(tp, type) and issubclass(tp, Section):
+        return tp.from_dict(value, key=key)
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        str: lambda v: isinstance(v, str) and v != "",
+    }
+    if tp in ok:
+        if not ok[tp](value):
+            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+        return float(value) if tp is float else value
+    if origin is Literal:
+        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) and a == value for a in args):
+            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+        return value
+    if tp is dict:  # free-form mapping, recorded as given
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"unsupported config annotation {tp!r}")
+
+
+def _check_bounds(f: dataclasses.Field, value: Any, key: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    m = f.metadata
+    if m.get("minimum") is not None and value < m["minimum"]:
+        kind = "an integer" if isinstance(value, int) else "a number"
+        raise ConfigError(f"{key}: expected {kind} >= {m['minimum']}, got {value!r}")
+    if m.get("above") is not None and not value > m["above"]:
+        raise ConfigError(f"{key}: expected a number > {m['above']}, got {value!r}")
+    if m.get("below") is not None and not value < m["below"]:
+        raise ConfigError(f"{key}: expected a number < {m['below']}, got {value!r}")
+
+
+class Section:
+    """Base of the config dataclasses: `from_dict` validates (unknown, renamed, missing and
+    mistyped keys, bounds, then `check`), `to_dict` gives the resolved mapping back."""
+
+    # old key -> what to write instead; an old key is refused with this hint
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_dict(cls: type[S], raw: Mapping[str, Any] | None, key: str = "", also_allowed: tuple[str, ...] = ()) -> S:
+        """Validate `raw` (None = all defaults) and build the section; errors name `key.field`.
+        `also_allowed`: keys of the enclosing entry that the caller handles (listed in errors)."""
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{key or 'config'}: expected a mapping, got {raw!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        for name in raw:
+            if name in cls.RENAMED:
+                raise ConfigError(f"{_join(key, name)}: this key was renamed: use {cls.RENAMED[name]}")
+            if name not in fields:
+                allowed = ", ".join([*also_allowed, *fields])
+                raise ConfigError(f"{_join(key, name)}: unknown key (allowed: {allowed})")
+        values = {}
+        for name, f in fields.items():
+            if name in raw:
+                values[name] = _coerce(raw[name], hints[name], _join(key, name))
+                _check_bounds(f, values[name], _join(key, name))
+            elif isinstance(hints[name], type) and issubclass(hints[name], Section):
+                values[name] = hints[name].from_dict(None, key=_join(key, name))  # its own checks run too
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{_join(key, name)}: missing (expected {_describe_type(hints[name])})")
+        section = cls(**values)
+        section.check(key)
+        return section
+
+    def check(self, key: str) -> None:
+        """Cross-field rules; override. Raise ConfigError naming the key."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def describe(cls, indent: int = 0) -> str:
+        """A YAML-like listing of the fields, their defaults and docs (for --help and docs)."""
+        lines, pad = [], " " * indent
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            sub = typing.get_type_hints(cls)[f.name]
+            if isinstance(sub, type) and issubclass(sub, Section):
+                lines.append(f"{pad}{f.name}:{'  # ' + f.metadata['doc'] if f.metadata.get('doc') else ''}")
+                lines.append(sub.describe(indent + 2))
+                continue
+            default = "<required>" if f.default is dataclasses.MISSING else _yaml_value(f.default)
+            doc = f"  # {f.metadata['doc']}" if f.metadata.get("doc") else ""
+            lines.append(f"{pad}{f.name}: {default}{doc}")
+        return "\n".join(lines)
+
+    @classmethod
+    def operational_keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("operational"))  # type: ignore
+
+
+def _yaml_value(v: Any) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+# ------------------------------------------------------------------------------------------
+# training (distill, pretrain-teacher)
+
+
+@dataclass(kw_only=True)
+class TrainingConfig(Section):
+    """The `training:` section of `distill` and `pretrain-teacher`."""
+
+    lr: float = option(5e-4, "peak learning rate (AdamW)", above=0)
+    warmup_steps: int = option(0, "linear warm-up steps, then linear decay to 0", minimum=0)
+    weight_decay: float = option(0.01, "AdamW weight decay on matrices (not biases or LayerNorm)", minimum=0)
+    batch_size: int = option(32, "windows per process (per GPU) per micro-batch", minimum=1)
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", minimum=1)
+    max_steps: int | None = option(None, "optimizer steps; set exactly one of max_steps and epochs", minimum=1)
+    epochs: int | None = option(None, "passes over the windows; set exactly one of max_steps and epochs", minimum=1)
+    seed: int = option(42, "seed of initialisation, batch order and masks", minimum=0)
+    mlm_probability: float = option(0.15, "masked fraction (80/10/10 mask/random/keep)", above=0, below=1)
+    max_grad_norm: float | None = option(1.0, "gradient clipping norm; null: no clipping", above=0)
+    bf16: Literal["auto"] | bool = option("auto", "bf16 autocast; auto: on a bf16-capable GPU")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto: cuda when available", operational=True)
+    log_interval: int = option(50, "optimizer steps per train_log.jsonl record", minimum=1, operational=True)
+    checkpoint_interval: int = option(500, "optimizer steps between checkpoints", minimum=1, operational=True)
+    checkpoint_dir: str | None = option(None, "default: <output>/checkpoints", operational=True)
+    keep_checkpoints: int = option(2, "newest checkpoints kept", minimum=1, operational=True)
+    num_workers: int = option(0, "DataLoader worker processes", minimum=0, operational=True)
+
+    def check(self, key: str) -> None:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ConfigError(f"{_join(key, 'max_steps')} / {_join(key, 'epochs')}: set exactly one of them")
+
+
+# ------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass(kw_only=True)
+class TeacherModelConfig(Section):
+    """The shape of a BERT masked-LM teacher trained here (`pretrain-teacher`, `init-scratch`)."""
+
+    hidden_size: int = option(256, "H", minimum=1)
+    num_hidden_layers: int = option(4, "layers", minimum=1)
+    num_attention_heads: int = option(4, "heads; must divide hidden_size", minimum=1)
+    intermediate_size: int = option(1024, "FFN width", minimum=1)
+    max_position_embeddings: int = option(512, "longest input", minimum=1)
+
+    def check(self, key: str) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"{_join(key, 'num_attention_heads')}: must divide {_join(key, 'hidden_size')} "
+                              f"({self.hidden_size}), got {self.num_attention_heads}")
+
+
+@dataclass(kw_only=True)
+class StudentConfig(Section):
+    """The MiniALBERT student of `distill`; null sizes are the teacher's."""
+
+    num_recursions: int = option(6, "N: how often the shared layer is applied", minimum=1)
+    embedding_size: int = option(128, "E of the factorised embeddings (projected to H)", minimum=1)
+    hidden_size: int | None = option(None, "H; null: the teacher's", minimum=1)
+    num_attention_heads: int | None = option(None, "null: the teacher's", minimum=1)
+    intermediate_size: int | None = option(None, "FFN width; null: the teacher's", minimum=1)
+    hidden_act: str = option("gelu", "activation of the FFN and the adapters")
+    use_adapter: bool = option(True, "per-recursion bottleneck adapters")
+    reduction_factor: int = option(16, "adapter bottleneck width H / reduction_factor", minimum=1)
+    hidden_dropout_prob: float = option(0.1, "", minimum=0, below=1)
+    attention_probs_dropout_prob: float = option(0.1, "", minimum=0, below=1)
+    embeddings_from: str | None = option(None, "model dir or hub name whose embeddings initialise the student's")
+
+
+@dataclass(kw_only=True)
+class LossWeights(Section):
+    """Weights of the distillation terms (the paper's); only mlm > 0 trains without a teacher."""
+
+    mlm: float = option(1.0, "masked-LM cross-entropy", minimum=0)
+    attention: float = option(3.0, "attention KL of matched layers", minimum=0)
+    hidden: float = option(3.0, "hidden-state cosine of matched layers", minimum=0)
+    output: float = option(5.0, "MLM-logit KL at masked positions", minimum=0)
+    embedding: float = option(0.0, "embedding-output cosine", minimum=0)
+
+    def check(self, key: str) -> None:
+        if not any(v > 0 for v in self.to_dict().values()):
+            raise ConfigError(f"{key or 'weights'}: at least one component must have a weight > 0")
+
+
+@dataclass(kw_only=True)
+class LossConfig(Section):
+    """The distillation objective."""
+
+    layer_map: list[int] | None = option(None, "teacher layer (0-based) per recursion; null: uniform (i+1)*T/N-1")
+    weights: LossWeights = option(factory=LossWeights, doc="per-term weights")
+    temperature: float = option(1.0, "softmax temperature of the output KL", above=0)
+
+    def check(self, key: str) -> None:
+        if self.layer_map is not None and any(j < 0 for j in self.layer_map):
+            raise ConfigError(f"{_join(key, 'layer_map')}: expected 0-based teacher layer indices, got {self.layer_map}")
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+
+
+@dataclass(kw_only=True)
+class DistillConfig(Section):
+    """`minialbert distill --config FILE --output DIR`."""
+
+    teacher: str = option(doc="a masked-LM teacher: model dir or hub name")
+    windows: str = option(doc="windows dir (minialbert make-windows)")
+    tokenizer: str | None = option(None, "tokenizer dir or hub name; null: the teacher's")
+    student: StudentConfig = option(factory=StudentConfig, doc="the student")
+    loss: LossConfig = option(factory=LossConfig, doc="the objective")
+    training: TrainingConfig = option(factory=TrainingConfig, doc="optimisation")
+
+
+@dataclass(kw_only=True)
+class PretrainTeacherConfig(Section):
+    """`minialbert pretrain-teacher --config FILE --output DIR`: BERT MLM from scratch."""
+
+    tokenizer: str = option(doc="tokenizer dir or hub name")
+    windows: str = option(doc="windows dir (minialbert make-windows)")
+    model: TeacherModelConfig = option(factory=TeacherModelConfig, doc="the BERT's shape")
+    training: TrainingConfig = option(factory=TrainingConfig, doc="optimisation")
+
+
+@dataclass(kw_only=True)
+class ScratchModelConfig(Section):
+    """`minialbert init-scratch --config FILE --output DIR`: a teacher's architecture, untrained."""
+
+    tokenizer: str = option(doc="tokenizer dir or hub name")
+    model: TeacherModelConfig = option(factory=TeacherModelConfig, doc="the BERT's shape")
+    seed: int = option(0, "initialisation seed")
+
+
+@dataclass(kw_only=True)
+class WindowsConfig(Section):
+    """`minialbert make-windows`: cut a corpus into overlapping token windows."""
+
+    max_length: int = option(256, "tokens per window incl. [CLS]/[SEP]", minimum=1)
+    stride: int = option(128, "content tokens shared by consecutive windows", minimum=1)
+    max_windows_per_document: int | None = option(10, "windows kept per document, sampled; null: all", minimum=1)
+    seed: int = option(42, "seed of the window sampling")
+    num_proc: int = option(1, "tokenisation processes (the output does not depend on it)", minimum=1,
+                           operational=True)
+
+
+@dataclass(kw_only=True)
+class TokenizerConfig(Section):
+    """`minialbert train-tokenizer`: a WordPiece vocabulary trained on a corpus."""
+
+    vocab_size: int = option(30522, "target vocabulary size (BERT's)", minimum=6)
+    lowercase: bool = option(True, "lowercase and strip accents, like bert-base-uncased")
+
+
+@dataclass(kw_only=True)
+class EfficiencyConfig(Section):
+    """`minialbert efficiency`: CPU forward latency at a fixed shape."""
+
+    batch_size: int = option(8, "sequences per timed forward", minimum=1)
+    max_length: int = option(128, "tokens per timed sequence (capped at the model's positions)", minimum=1)
+    repeats: int = option(10, "timed forwards (the median is reported)", minimum=1)
+    warmup_repeats: int = option(2, "untimed forwards first", minimum=0)
+    threads: int = option(1, "torch CPU threads", minimum=1)
+
+    RENAMED: ClassVar[dict[str, str]] = {"seq_len": "max_length", "warmup": "warmup_repeats"}
+
+
+FINETUNE_MODES = ("full", "adapter")
+
+
+@dataclass(kw_only=True)
+class FinetuneSettings(Section):
+    """What a fine-tuning run computes besides model, task, mode, lr and seed (the workflow's
+    `finetune:` defaults and per-task overrides are these keys)."""
+
+    epochs: float = option(3.0, "passes over the training split", above=0)
+    batch_size: int = option(32, "training batch size", minimum=1)
+    max_length: int = option(128, "max tokens per example (NER: per chunk; longer sentences are split)",
+                             minimum=1)
+    scheduler: Literal["linear", "cosine", "constant"] = option("linear", "lr schedule after warm-up")
+    weight_decay: float = option(0.01, "AdamW weight decay", minimum=0)
+    warmup_ratio: float = option(0.0, "fraction of the training steps spent warming up", minimum=0, below=1)
+    max_grad_norm: float = option(1.0, "gradient clipping norm", above=0)
+    reduction_factor: int = option(16, "adapter bottleneck H/r for encoders without their own adapters",
+                                   minimum=1)
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        "warmup": "warmup_ratio (a fraction of the training steps, < 1)",
+    }
+
+
+@dataclass(kw_only=True)
+class FinetuneConfig(FinetuneSettings):
+    """`minialbert finetune`: one model on one task, one mode, lr and seed -> metrics.json."""
+
+    model: str = option(doc="model dir (save_pretrained, with its tokenizer) or hub name")
+    task: str = option(doc="prepared task dir (minialbert prepare-task) or a task spec file")
+    output: str = option(doc="output dir: metrics.json (and model/ with save_model)", operational=True)
+    lr: float = option(doc="peak learning rate", above=0)
+    model_name: str | None = option(None, "the model's name in tables; default: the model dir's name")
+    mode: Literal["full", "adapter"] = option("full", "full fine-tuning or adapter tuning")
+    seed: int = option(0, "seed of head initialisation, batch order and dropout", minimum=0)
+    eval_batch_size: int = option(64, "evaluation batch size", minimum=1, operational=True)
+    eval_max_tokens: Literal["auto"] | int = option(
+        "auto", "padded tokens per eval batch; auto: 1024 on CPU, no cap on GPU", minimum=1, operational=True)
+    bf16: Literal["auto"] | bool = option("auto", "bf16 autocast; auto: on a bf16-capable GPU")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", operational=True)
+    threads: int | None = option(None, "torch CPU threads; null: torch's default", minimum=1, operational=True)
+    save_model: bool = option(False, "keep the fine-tuned model in <output>/model", operational=True)
+    provenance: dict | None = option(None, "recorded verbatim in metrics.json (the workflow's identities)",
+                                     operational=True)
+
+    def resolved(self) -> dict[str, Any]:
+        """What the run computes: recorded in metrics.json and hashed (operational keys dropped)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.operational_keys()}
+
+    @property
+    def name(self) -> str:
+        """The model's name: model_name, else the model dir's last component."""
+        return self.model_name or self.model.rstrip("/").rsplit("/", 1)[-1]

@@ -1,0 +1,121 @@
+"""MLM batches for the training loop: a windows dataset -> deterministic, rank-sharded batches,
+padded and MLM-masked (15%, 80/10/10) per batch.
+
+Each batch carries a masking seed derived from (seed, epoch, rank, batch index), and a resume
+skips the batches already consumed without reading them: a resumed run sees exactly the batches
+and masks the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minialbert.utils import ConfigError
+
+WINDOW_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")
+
+
+def load_windows(path: str | os.PathLike, where: str = "config"):
+    """Load a windows dataset dir (datasets `save_to_disk`), checking its columns."""
+    from datasets import DatasetDict, load_from_disk
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"{where}: windows: {p} is not a directory (expected a datasets Arrow dir)")
+    try:
+        ds = load_from_disk(str(p))
+    except Exception as e:  # noqa: BLE001 - datasets raises several kinds
+        raise ConfigError(f"{where}: windows: {p} is not a datasets save_to_disk dir ({e})") from None
+    if isinstance(ds, DatasetDict):
+        if "train" not in ds:
+            raise ConfigError(f"{where}: windows: {p} is a DatasetDict without a 'train' split")
+        ds = ds["train"]
+    missing = [c for c in ("input_ids", "attention_mask") if c not in ds.column_names]
+    if missing:
+        raise ConfigError(f"{where}: windows: {p} lacks column(s) {missing} (has {ds.column_names})")
+    return ds
+
+
+def _batch_seed(seed: int, epoch: int, rank: int, index: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{epoch}/{rank}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class ResumableBatches:
+    """Batches of dataset row indices: a fresh permutation per epoch (seeded), split across
+    ranks with equal counts (the permutation is wrapped around, as DistributedSampler does),
+    each batch tagged with its own masking seed. `epoch_batches(epoch, start)` skips the
+    first `start` batches without touching the data, which is how a resume finds its place."""
+
+    def __init__(self, num_rows: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        if num_rows == 0:
+            raise ConfigError("windows dataset: it has no rows")
+        self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.rows_per_rank = math.ceil(num_rows / world_size)
+        self.batches_per_epoch = math.ceil(self.rows_per_rank / batch_size)
+
+    def epoch_batches(self, epoch: int, start: int = 0) -> list[list[tuple[int, int]]]:
+        g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+        order = torch.randperm(self.num_rows, generator=g).tolist()
+        total = self.rows_per_rank * self.world_size
+        order = (order * math.ceil(total / self.num_rows))[:total]
+        mine = order[self.rank : total : self.world_size]
+        out = []
+        for b in range(start, self.batches_per_epoch):
+            s = _batch_seed(self.seed, epoch, self.rank, b)
+            out.append([(i, s) for i in mine[b * self.batch_size : (b + 1) * self.batch_size]])
+        return out
+
+
+class TaggedRows(torch.utils.data.Dataset):
+    """Dataset view that fetches a batch of rows in one call and carries the batch's masking seed."""
+
+    def __init__(self, dataset, columns: tuple[str, ...]):
+        self.dataset, self.columns = dataset.select_columns(list(columns)), columns
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        rows = self.dataset[[k[0] for k in keys]]
+        out = [{c: rows[c][j] for c in self.columns} for j in range(len(keys))]
+        out[0]["_seed"] = keys[0][1]
+        return out
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        return self.__getitems__([key])[0]
+
+
+def masked_positions_from_labels(labels: torch.Tensor, multiple_of: int = 8) -> torch.Tensor:
+    """Flat indices of labelled positions, padded with -1 to a multiple of `multiple_of`.
+    (On the CPU, in the collator, so the training step never waits on a data-dependent size.)"""
+    flat = (labels.reshape(-1) != -100).nonzero().squeeze(1)
+    k = max(multiple_of, -(-flat.numel() // multiple_of) * multiple_of)
+    out = torch.full((k,), -1, dtype=torch.long, device=labels.device)
+    out[: flat.numel()] = flat
+    return out
+
+
+class SeededMLMCollator:
+    """Pads and MLM-masks a batch with `DataCollatorForLanguageModeling` (15%, 80/10/10 by
+    default), re-seeding its generator from the batch's tag so masks are reproducible. Adds
+    `masked_positions` (flat indices of the labelled positions, padded with -1)."""
+
+    def __init__(self, tokenizer, mlm_probability: float = 0.15):
+        from transformers import DataCollatorForLanguageModeling
+
+        self.collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=True, mlm_probability=mlm_probability)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        seed = examples[0].pop("_seed", None)
+        self.collator.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        batch = dict(self.collator(examples))
+        batch["masked_positions"] = masked_positions_from_labels(batch["labels"])  # (K,), K a multiple of 8
+        return batch

@@ -1,0 +1,613 @@
+"""The workflow's plan: a validated config in, every model, run and job config out.
+
+Snakemake's `rules/common.smk` builds one `Plan` when the DAG is built and its input and
+params functions are one-line lookups into it; the tests build plans directly, without
+Snakemake. Nothing here imports torch or transformers or touches the network: hub names are
+only written into job configs, the jobs themselves download.
+
+"Rerun only what changed": every job gets one param, `job_config`, the canonical JSON of
+exactly the settings that determine its output, including the identity (a hash of the
+resolved config chain) of every upstream artefact it reads. Snakemake's params rerun trigger
+then reruns a job iff its own config or an upstream config changed. Library code is
+deliberately not an input: after changing it, rerun what you mean to with `--forcerun RULE`.
+
+Command sections (`student`, `loss`, `training`, a teacher's `model`, a task's `finetune`,
+`report.efficiency`, a windows or tokenizer entry's settings) are validated here by the
+dataclass of the command that owns them (`minialbert.configs`), so a bad value fails before
+any job runs. Model and training sections travel to their job as written (the command fills
+its defaults and records them in metrics.json); windows and tokenizer settings are filled in,
+as the identity of every model hashes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from minialbert.configs import (
+    DistillConfig,
+    EfficiencyConfig,
+    FinetuneSettings,
+    PretrainTeacherConfig,
+    Section,
+    TokenizerConfig,
+    WindowsConfig,
+)
+from minialbert.utils import ConfigError, canonical_json, config_hash, load_yaml
+
+DEMO_DIR = "results/demo"
+NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
+MODES = ("full", "adapter")
+# keys of a model entry that only affect its fine-tuning runs and the tables, not the model
+FINETUNE_ONLY_KEYS = ("label", "modes", "finetune_epochs_factor")
+# keys of the workflow's `finetune:` sections that are not settings of one run
+FINETUNE_WORKFLOW_KEYS = ("models", "modes", "lr", "seeds")
+TOKENIZER_WORKFLOW_KEYS = ("source", "name", "model", "path", "corpus")
+WINDOWS_WORKFLOW_KEYS = ("corpus", "tokenizer")
+# old keys of the workflow config -> what to write instead
+RENAMED = {("finetune", "warmup"): "warmup_ratio (a fraction of the training steps, < 1)"}
+
+
+class Problems:
+    """Collects config problems so that one run reports all of them."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.messages.append(f"config key {key}: {message}")
+
+    def section(self, cls: type[Section], raw: Any, key: str, **kwargs) -> Section | None:
+        """`cls.from_dict(raw)`, a failure recorded instead of raised."""
+        try:
+            return cls.from_dict(raw, key=key, **kwargs)
+        except ConfigError as e:
+            self.messages.append(f"config key {e}")
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ConfigError("invalid config (nothing was run):\n  " + "\n  ".join(self.messages))
+
+
+# ------------------------------------------------------------------------------------------
+# schema validation
+
+
+def _dotted(path) -> str:
+    """['students', 'a', 'loss'] -> 'students.a.loss' (list indices as [i])."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _validator_with_defaults(schema: dict):
+    """A JSON-schema validator that fills `default`s into the instance as it validates
+    (what snakemake.utils.validate does), so the plan sees every workflow key."""
+    import jsonschema
+
+    base = jsonschema.validators.validator_for(schema)
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, subschema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, subschema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})(schema)
+
+
+def validate_config(config: dict, schema: str | os.PathLike | dict) -> dict:
+    """Validate `config` in place against the workflow schema, filling defaults; ConfigError names the key."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        schema = load_yaml(schema)
+    # `--config check_paths=false` arrives as a string
+    if str(config.get("check_paths")).lower() in ("true", "false"):
+        config["check_paths"] = str(config["check_paths"]).lower() == "true"
+    for (section, old), new in RENAMED.items():
+        if isinstance(config.get(section), dict) and old in config[section]:
+            raise ConfigError(f"invalid config: config key {section}.{old}: this key was renamed: use {new}")
+    errors = list(_validator_with_defaults(schema).iter_errors(config))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)  # for oneOf, the alternative that came closest
+        key = _dotted(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = set(err.schema.get("properties", {}))
+            unknown = sorted(k for k in err.instance if k not in allowed)
+            msg = (f"config key {_dotted(list(err.absolute_path) + [unknown[0]])}: unknown key "
+                   f"(allowed under {key}: {', '.join(sorted(allowed))})")
+        else:
+            msg = f"config key {key}: {err.message}"
+        raise ConfigError(f"invalid config: {msg}")
+    return config
+
+
+# ------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass
+class Model:
+    """A row of the tables: a teacher, student or baseline, wherever it comes from."""
+
+    name: str
+    kind: str  # teacher | student | baseline
+    source: str  # pretrain | hub | local | authors | scratch | distill
+    dir: str  # the model dir every job reads
+    inputs: list[str]  # the files a job reading it depends on
+    identity: str  # hash of the resolved config chain that produced it
+    label: str = ""
+    modes: list[str] = field(default_factory=list)
+    epochs_factor: float = 1
+
+
+def model_output(kind: str, name: str) -> str:
+    """The one path pattern of every model the workflow makes or fetches: <output>/model."""
+    return f"results/{kind}s/{name}"
+
+
+def lr_label(lr: float) -> str:
+    """The learning rate as it appears in paths: 5e-05, 0.0005, 0.001."""
+    return format(float(lr), "g")
+
+
+def run_dir(model: str, task: str, mode: str, lr: str, seed: str | int) -> str:
+    return f"results/finetune/{model}/{task}/{mode}/lr{lr}_seed{seed}"
+
+
+class Plan:
+    """Everything the rules need, computed once from a validated config."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+        problems = Problems()
+        self._check_references(problems)
+        problems.raise_if_any()  # dangling names would break the registry below
+        self.windows_settings = {n: problems.section(WindowsConfig, self._settings(e, WINDOWS_WORKFLOW_KEYS),
+                                                     f"windows.{n}", also_allowed=WINDOWS_WORKFLOW_KEYS)
+                                 for n, e in config["windows"].items()}
+        self.tokenizer_settings = {n: problems.section(TokenizerConfig, self._settings(e, TOKENIZER_WORKFLOW_KEYS),
+                                                       f"tokenizers.{n}", also_allowed=TOKENIZER_WORKFLOW_KEYS)
+                                   for n, e in config["tokenizers"].items()}
+        self.efficiency = problems.section(EfficiencyConfig, config["report"].get("efficiency"), "report.efficiency")
+        problems.raise_if_any()
+        self.models: dict[str, Model] = self._registry(problems)
+        self.runs: dict[tuple[str, str, str, str, str], dict] = self._runs(problems)
+        problems.raise_if_any()
+
+    # --------------------------------------------------------------------- paths and names
+
+    def expand_path(self, value: Any) -> Any:
+        """Substitute '{data_root}' and '{demo}' in a config path."""
+        if not isinstance(value, str):
+            return value
+        if "{data_root}" in value:
+            if not self.config.get("data_root"):
+                raise ConfigError(f"config path '{value}' uses {{data_root}} but data_root is not set")
+            value = value.replace("{data_root}", str(self.config["data_root"]).rstrip("/"))
+        return value.replace("{demo}", DEMO_DIR)
+
+    def expand_spec(self, obj: Any) -> Any:
+        """expand_path() applied to every string of a nested mapping/list."""
+        if isinstance(obj, dict):
+            return {k: self.expand_spec(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self.expand_spec(v) for v in obj]
+        return self.expand_path(obj)
+
+    @staticmethod
+    def uses_demo(obj: Any) -> bool:
+        """True if some string of a nested config value refers to the generated demo world."""
+        return "{demo}" in canonical_json(obj)
+
+    @staticmethod
+    def _settings(entry: Mapping[str, Any], workflow_keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: v for k, v in entry.items() if k not in workflow_keys}
+
+    def names(self, kind: str, *sources: str) -> list[str]:
+        """Names of the models of `kind` made by one of `sources` (for wildcard constraints)."""
+        return [m.name for m in self.models.values() if m.kind == kind and m.source in sources]
+
+    def _check_path(self, problems: Problems, key: str, value: str) -> None:
+        if not self.config["check_paths"] or value.startswith(DEMO_DIR):
+            return
+        path = os.path.expanduser(value)
+        exists = bool(glob.glob(path)) if glob.has_magic(value) else os.path.exists(path)
+        if not exists:
+            problems.fail(key, f"path '{value}' does not exist (edit the path or data_root in your config; "
+                               "`--config check_paths=false` skips this check, e.g. to preview a DAG with `-n`)")
+
+    # --------------------------------------------------------------------- references
+
+    def _check_references(self, problems: Problems) -> None:
+        """Every name a config entry points at must exist; local paths must exist."""
+        c = self.config
+        for name, e in c["corpora"].items():
+            if e["source"] in ("hub", "files") and e["source"] not in e:
+                problems.fail(f"corpora.{name}", f"source '{e['source']}' needs a '{e['source']}' mapping")
+            for i, p in enumerate((e.get("files") or {}).get("paths", []) if e["source"] == "files" else []):
+                self._check_path(problems, f"corpora.{name}.files.paths[{i}]", self.expand_path(p))
+        for name, e in c["tokenizers"].items():
+            key, source = f"tokenizers.{name}", e["source"]
+            needed = {"hub": "name", "local": "path", "train": "corpus", "model": "model"}[source]
+            if needed not in e:
+                problems.fail(key, f"source '{source}' needs '{needed}'")
+            elif source == "model":
+                model = c["teachers"].get(e["model"]) or c["baselines"].get(e["model"])
+                if model is None or model["source"] in ("pretrain", "scratch"):
+                    problems.fail(f"{key}.model", f"'{e['model']}' is not a hub, local or authors teachers/baselines "
+                                                  "entry")
+            elif source == "local":
+                self._check_path(problems, f"{key}.path", self.expand_path(e["path"]))
+            elif source == "train" and e["corpus"] not in c["corpora"]:
+                problems.fail(f"{key}.corpus", f"'{e['corpus']}' is not a corpora entry")
+        for name, e in c["windows"].items():
+            for fld, table in (("corpus", "corpora"), ("tokenizer", "tokenizers")):
+                if e[fld] not in c[table]:
+                    problems.fail(f"windows.{name}.{fld}", f"'{e[fld]}' is not a {table} entry")
+        for kind in ("teachers", "students"):
+            for name, e in c[kind].items():
+                for fld, table in (("windows", "windows"), ("tokenizer", "tokenizers")):
+                    if fld in e and e[fld] not in c[table]:
+                        problems.fail(f"{kind}.{name}.{fld}", f"'{e[fld]}' is not a {table} entry")
+        for name, e in c["students"].items():
+            ref = (e.get("student") or {}).get("embeddings_from")
+            named = any(ref in c[k] for k in ("teachers", "baselines", "students"))
+            if isinstance(ref, str) and not named and (os.path.isabs(ref) or ref.startswith((".", "~", "{"))):
+                self._check_path(problems, f"students.{name}.student.embeddings_from", self.expand_path(ref))
+        for name, e in c["tasks"].items():
+            spec = e["spec"]
+            if isinstance(spec.get("path"), str) and not self.uses_demo(spec["path"]):
+                self._check_path(problems, f"tasks.{name}.spec.path", self.expand_path(spec["path"]))
+            for split, p in (spec.get("files") or {}).items():
+                if isinstance(p, str) and not self.uses_demo(p):
+                    self._check_path(problems, f"tasks.{name}.spec.files.{split}", self.expand_path(p))
+
+    # --------------------------------------------------------------------- identities
+
+    def corpus_identity(self, name: str) -> str:
+        entry = self.config["corpora"][name]
+        demo = (self.config.get("demo") or {}) if entry["source"] == "demo" else None
+        return config_hash({"corpus": self.expand_spec(entry), "demo": demo})
+
+    def _entry(self, name: str) -> dict:
+        c = self.config
+        return c["teachers"].get(name) or c["students"].get(name) or c["baselines"][name]
+
+    def tokenizer_entry(self, name: str) -> dict:
+        """The tokenizers entry with its settings resolved."""
+        return {**self.config["tokenizers"][name], **self.tokenizer_settings[name].to_dict()}
+
+    def tokenizer_identity(self, name: str) -> str:
+        entry = self.tokenizer_entry(name)
+        upstream = None
+        if entry["source"] == "train":
+            upstream = self.corpus_identity(entry["corpus"])
+        elif entry["source"] == "model":
+            upstream = config_hash(strip_finetune_keys(self.expand_spec(self._entry(entry["model"]))))
+        return config_hash({"tokenizer": self.expand_spec(entry), "upstream": upstream})
+
+    def windows_entry(self, name: str) -> dict:
+        entry = self.config["windows"][name]
+        return {**{k: entry[k] for k in WINDOWS_WORKFLOW_KEYS}, **self.windows_settings[name].to_dict()}
+
+    def windows_identity(self, name: str) -> str:
+        entry = self.windows_entry(name)
+        return config_hash({"windows": entry, "corpus": self.corpus_identity(entry["corpus"]),
+                            "tokenizer": self.tokenizer_identity(entry["tokenizer"])})
+
+    def task_identity(self, task: str) -> str:
+        entry = self.config["tasks"][task]
+        demo = (self.config.get("demo") or {}) if self.uses_demo(entry["spec"]) else None
+        return config_hash({"spec": self.expand_spec(entry["spec"]), "demo": demo})
+
+    def tokenizer_ref(self, name: str) -> tuple[str, list[str]]:
+        """(what the commands are given, the files a job depends on) for a tokenizers entry."""
+        entry = self.config["tokenizers"][name]
+        if entry["source"] == "hub":
+            return entry["name"], []
+        if entry["source"] == "local":
+            return self.expand_path(entry["path"]), []
+        if entry["source"] == "model":  # a hub, local or authors entry: its dir is known before the registry
+            kind = "teacher" if entry["model"] in self.config["teachers"] else "baseline"
+            return self._stored_dir(kind, entry["model"])
+        return f"results/tokenizers/{name}", [f"results/tokenizers/{name}"]
+
+    def _stored_dir(self, kind: str, name: str) -> tuple[str, list[str]]:
+        """(dir, inputs) of a model that is downloaded, imported or read in place."""
+        entry = self._entry(name)
+        if entry["source"] == "local":
+            return self.expand_path(entry["path"]), []
+        return f"{model_output(kind, name)}/model", [model_output(kind, name)]
+
+    # --------------------------------------------------------------------- the model registry
+
+    def _registry(self, problems: Problems) -> dict[str, Model]:
+        """name -> Model for every teacher, baseline and student (one namespace)."""
+        models: dict[str, Model] = {}
+
+        def add(model: Model | None, key: str) -> None:
+            if model is None:
+                return
+            if model.name in models:
+                problems.fail(key, f"model name '{model.name}' is used twice (teachers, students and baselines "
+                                   "share one namespace)")
+            models[model.name] = model
+
+        for name, entry in self.config["teachers"].items():
+            add(self._teacher(name, entry, problems), f"teachers.{name}")
+        for name, entry in self.config["baselines"].items():
+            add(self._baseline(name, entry, problems), f"baselines.{name}")
+        self.models = models  # students resolve their teacher and embeddings_from through it
+        for name, entry in self.config["students"].items():  # last: a student's identity includes its teacher's
+            add(self._student(name, entry, problems), f"students.{name}")
+        for model in models.values():
+            entry = self._entry(model.name)
+            model.label = entry.get("label", model.name)
+            model.modes = list(entry.get("modes") or self.config["finetune"]["modes"])
+            model.epochs_factor = entry.get("finetune_epochs_factor", 1)
+        return models
+
+    def _teacher(self, name: str, entry: dict, problems: Problems) -> Model | None:
+        key, source = f"teachers.{name}", entry["source"]
+        if source == "pretrain":
+            missing = [f for f in ("tokenizer", "windows") if f not in entry]
+            for f in missing:
+                problems.fail(key, f"source 'pretrain' needs '{f}'")
+            if missing:
+                return None
+            problems.section(PretrainTeacherConfig, self._pretrain_command(name, entry), key)
+            identity = config_hash({"teacher": strip_finetune_keys(entry),
+                                    "tokenizer": self.tokenizer_identity(entry["tokenizer"]),
+                                    "windows": self.windows_identity(entry["windows"])})
+            out = model_output("teacher", name)
+            return Model(name, "teacher", source, f"{out}/model", [out], identity)
+        return self._stored(name, "teacher", entry, problems)
+
+    def _baseline(self, name: str, entry: dict, problems: Problems) -> Model | None:
+        key = f"baselines.{name}"
+        if entry["source"] != "scratch":
+            return self._stored(name, "baseline", entry, problems)
+        like = self.config["teachers"].get(entry.get("like"))
+        if like is None or like["source"] != "pretrain":
+            problems.fail(f"{key}.like", "source 'scratch' needs 'like': a teachers entry with source pretrain, "
+                                         f"got {entry.get('like')!r}")
+            return None
+        identity = config_hash({"baseline": strip_finetune_keys(entry), "model": like.get("model") or {},
+                                "tokenizer": self.tokenizer_identity(like["tokenizer"])})
+        out = model_output("baseline", name)
+        return Model(name, "baseline", "scratch", f"{out}/model", [out], identity)
+
+    def _stored(self, name: str, kind: str, entry: dict, problems: Problems) -> Model | None:
+        """A hub download, an authors' checkpoint import or a local dir."""
+        key, source = f"{kind}s.{name}", entry["source"]
+        if source == "local" or (source == "authors" and "path" in entry):
+            if "path" not in entry:
+                problems.fail(key, f"source '{source}' needs 'path'")
+                return None
+            self._check_path(problems, f"{key}.path", self.expand_path(entry["path"]))
+        elif "name" not in entry:
+            problems.fail(key, f"source '{source}' needs 'name' (a hub model id)"
+                               + (" or 'path'" if source == "authors" else ""))
+            return None
+        model_dir, inputs = self._stored_dir(kind, name)
+        return Model(name, kind, source, model_dir, inputs, config_hash(strip_finetune_keys(self.expand_spec(entry))))
+
+    def _student(self, name: str, entry: dict, problems: Problems) -> Model | None:
+        key = f"students.{name}"
+        teacher = self.models.get(entry["teacher"])
+        if teacher is None or teacher.kind != "teacher":
+            problems.fail(f"{key}.teacher", f"'{entry['teacher']}' is not a teachers entry")
+            return None
+        command = self.distill_command(name)
+        if problems.section(DistillConfig, command, key) is None:
+            return None
+        ref = (entry.get("student") or {}).get("embeddings_from")
+        identity = config_hash({"distill": command, "teacher": teacher.identity,
+                                "windows": self.windows_identity(entry["windows"]),
+                                "embeddings_from": self.models[ref].identity if ref in self.models else ref})
+        out = model_output("student", name)
+        return Model(name, "student", "distill", f"{out}/model", [out], identity)
+
+    # --------------------------------------------------------------------- fine-tuning runs
+
+    def finetune_settings(self, task: str) -> dict[str, Any]:
+        """The workflow's finetune defaults overlaid with the task's own overrides."""
+        settings = dict(self.config["finetune"])
+        settings.update(self.config["tasks"][task].get("finetune") or {})
+        return settings
+
+    def lr_grid(self, task: str, mode: str, problems: Problems) -> list[float]:
+        grid = self.finetune_settings(task)["lr"]
+        if isinstance(grid, dict):
+            default = self.config["finetune"]["lr"]
+            grid = grid.get(mode, default if isinstance(default, list) else default.get(mode))
+            if grid is None:
+                problems.fail(f"tasks.{task}.finetune.lr", f"no learning rates for mode '{mode}'")
+                return []
+        return grid
+
+    def _runs(self, problems: Problems) -> dict[tuple[str, str, str, str, str], dict]:
+        """(model, task, mode, lr label, seed) -> the run's FinetuneConfig fields, in a stable order."""
+        names = self.config["finetune"]["models"]
+        if names is None:
+            names = list(self.models)
+        for i, n in enumerate(names):
+            if n not in self.models:
+                problems.fail(f"finetune.models[{i}]", f"'{n}' is not a teachers, students or baselines entry")
+        settings = {}
+        for task, entry in self.config["tasks"].items():
+            key = f"tasks.{task}.finetune" if entry.get("finetune") else "finetune"
+            raw = self.finetune_settings(task)
+            settings[task] = problems.section(FinetuneSettings, self._settings(raw, FINETUNE_WORKFLOW_KEYS), key,
+                                              also_allowed=FINETUNE_WORKFLOW_KEYS)
+        runs = {}
+        for model in (self.models[n] for n in names if n in self.models):
+            for task, s in settings.items():
+                if s is None:
+                    continue
+                for mode in model.modes:
+                    for lr in self.lr_grid(task, mode, problems):
+                        for seed in self.finetune_settings(task)["seeds"]:
+                            run = dict(s.to_dict(), lr=float(lr), seed=int(seed), mode=mode)
+                            run["epochs"] = s.epochs * model.epochs_factor
+                            runs[(model.name, task, mode, lr_label(lr), str(seed))] = run
+        return runs
+
+    def run_metrics(self) -> list[str]:
+        return [f"{run_dir(*key)}/metrics.json" for key in self.runs]
+
+    def finetuned_models(self) -> list[str]:
+        return list(dict.fromkeys(key[0] for key in self.runs))
+
+    # --------------------------------------------------------------------- job configs
+
+    def checkpoint_dir(self, kind: str, name: str) -> str:
+        """Stable per (entry, resolved config), outside the job's declared output, so a failed or
+        killed job's checkpoints survive Snakemake's output cleanup and the retry resumes; a
+        changed config gets a fresh directory instead of an incompatible checkpoint."""
+        return f"results/checkpoints/{kind}/{name}-{self.models[name].identity}"
+
+    def demo_job(self) -> dict:
+        return {"demo": self.config.get("demo") or {}}
+
+    def corpus_inputs(self, name: str) -> list[str]:
+        return [DEMO_DIR] if self.config["corpora"][name]["source"] == "demo" else []
+
+    def corpus_job(self, name: str) -> dict:
+        entry = self.expand_spec(self.config["corpora"][name])
+        return {"name": name, "corpus": entry, "identity": self.corpus_identity(name),
+                "demo_corpus": f"{DEMO_DIR}/corpus/corpus.txt" if entry["source"] == "demo" else None}
+
+    def tokenizer_inputs(self, name: str) -> list[str]:
+        return [f"results/corpora/{self.config['tokenizers'][name]['corpus']}"]
+
+    def tokenizer_job(self, name: str) -> dict:
+        entry = self.tokenizer_entry(name)
+        return {"name": name, "corpus_dir": f"results/corpora/{entry['corpus']}", "identity":
+                self.tokenizer_identity(name), **self.tokenizer_settings[name].to_dict()}
+
+    def windows_inputs(self, name: str) -> list[str]:
+        entry = self.config["windows"][name]
+        return [f"results/corpora/{entry['corpus']}"] + self.tokenizer_ref(entry["tokenizer"])[1]
+
+    def windows_job(self, name: str) -> dict:
+        entry = self.windows_entry(name)
+        return {"name": name, "corpus_dir": f"results/corpora/{entry['corpus']}",
+                "tokenizer": self.tokenizer_ref(entry["tokenizer"])[0],
+                **self.windows_settings[name].to_dict(), "identity": self.windows_identity(name)}
+
+    def task_inputs(self, task: str) -> list[str]:
+        return [DEMO_DIR] if self.uses_demo(self.config["tasks"][task]["spec"]) else []
+
+    def task_job(self, task: str) -> dict:
+        spec = self.expand_spec(self.config["tasks"][task]["spec"])
+        spec.setdefault("name", task)
+        return {"spec": spec, "identity": self.task_identity(task)}
+
+    def _pretrain_command(self, name: str, entry: dict) -> dict:
+        return {"tokenizer": self.tokenizer_ref(entry["tokenizer"])[0], "windows": f"results/windows/{entry['windows']}",
+                "model": entry.get("model") or {}, "training": dict(entry.get("training") or {})}
+
+    def pretrain_inputs(self, name: str) -> list[str]:
+        entry = self.config["teachers"][name]
+        return [f"results/windows/{entry['windows']}"] + self.tokenizer_ref(entry["tokenizer"])[1]
+
+    def pretrain_job(self, name: str) -> dict:
+        command = self._pretrain_command(name, self.config["teachers"][name])
+        command["training"]["checkpoint_dir"] = self.checkpoint_dir("teachers", name)
+        return {"name": name, "identity": self.models[name].identity, "command": command}
+
+    def scratch_inputs(self, name: str) -> list[str]:
+        return self.tokenizer_ref(self.config["teachers"][self.config["baselines"][name]["like"]]["tokenizer"])[1]
+
+    def scratch_job(self, name: str) -> dict:
+        entry = self.config["baselines"][name]
+        like = self.config["teachers"][entry["like"]]
+        return {"name": name, "identity": self.models[name].identity,
+                "command": {"tokenizer": self.tokenizer_ref(like["tokenizer"])[0], "model": like.get("model") or {},
+                            "seed": entry.get("seed", 0)}}
+
+    def download_job(self, name: str) -> dict:
+        entry = self._entry(name)
+        return {"name": entry["name"], "revision": entry.get("revision")}
+
+    def import_job(self, name: str) -> dict:
+        entry = self.config["baselines"][name]
+        return {"source": self.expand_path(entry["path"]) if "path" in entry else entry["name"],
+                "revision": entry.get("revision")}
+
+    def distill_command(self, name: str) -> dict:
+        """The config given to `minialbert distill` (checkpoint_dir added by distill_job)."""
+        entry = self.config["students"][name]
+        student = dict(entry.get("student") or {})
+        ref = student.get("embeddings_from")
+        if ref is not None:
+            student["embeddings_from"] = self.models[ref].dir if ref in self.models else self.expand_path(ref)
+        command = {"teacher": self.models[entry["teacher"]].dir, "windows": f"results/windows/{entry['windows']}",
+                   "student": student, "loss": entry.get("loss") or {}, "training": entry.get("training") or {}}
+        if "tokenizer" in entry:
+            command["tokenizer"] = self.tokenizer_ref(entry["tokenizer"])[0]
+        return command
+
+    def distill_inputs(self, name: str) -> list[str]:
+        entry = self.config["students"][name]
+        inputs = list(self.models[entry["teacher"]].inputs) + [f"results/windows/{entry['windows']}"]
+        if "tokenizer" in entry:
+            inputs += self.tokenizer_ref(entry["tokenizer"])[1]
+        ref = (entry.get("student") or {}).get("embeddings_from")
+        if ref in self.models:
+            inputs += self.models[ref].inputs
+        return list(dict.fromkeys(inputs))
+
+    def distill_job(self, name: str) -> dict:
+        command = self.distill_command(name)
+        command["training"] = dict(command["training"], checkpoint_dir=self.checkpoint_dir("students", name))
+        return {"name": name, "identity": self.models[name].identity, "command": command}
+
+    def finetune_job(self, model: str, task: str, mode: str, lr: str, seed: str) -> dict:
+        key = (model, task, mode, lr, seed)
+        if key not in self.runs:
+            raise ConfigError(f"no fine-tuning run {run_dir(*key)} in the config")
+        m = self.models[model]
+        provenance = {"model_identity": m.identity, "task_identity": self.task_identity(task)}
+        command = {"model": m.dir, "model_name": model, "task": f"results/tasks/{task}", **self.runs[key],
+                   "provenance": provenance}
+        return {"command": command}
+
+    def efficiency_job(self, model: str) -> dict:
+        m = self.models[model]
+        return {"name": model, "model_dir": m.dir, "model_identity": m.identity, "command": self.efficiency.to_dict()}
+
+    def aggregate_job(self) -> dict:
+        models = {n: {"kind": self.models[n].kind, "label": self.models[n].label, "identity": self.models[n].identity}
+                  for n in self.finetuned_models()}
+        tasks = {t: {"group": e["group"], "report_split": e["report_split"]} for t, e in self.config["tasks"].items()}
+        return {"models": models, "tasks": tasks}
+
+
+def strip_finetune_keys(entry: Mapping[str, Any]) -> dict:
+    """The parts of a model entry that define the model."""
+    return {k: v for k, v in entry.items() if k not in FINETUNE_ONLY_KEYS}
+
+
+def load_plan(config: dict, schema: str | os.PathLike | dict) -> Plan:
+    """Validate `config` (in place, filling defaults) and build its plan."""
+    validate_config(config, schema)
+    # defaults are filled by reference to the schema's objects: make every entry independent
+    config.update(copy.deepcopy(dict(config)))
+    return Plan(config)
+
+
+def job_config(obj: Any) -> str:
+    """A job's `job_config` param: canonical JSON."""
+    return canonical_json(obj)
+

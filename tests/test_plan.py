@@ -1,0 +1,150 @@
+"""The workflow plan as library code: a config in, models, runs and job configs out, without
+Snakemake (rules/common.smk only looks things up in it)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from minialbert.utils import ConfigError
+from minialbert.workflow.plan import Plan, load_plan, lr_label, run_dir
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = REPO / "schemas" / "config.schema.yaml"
+TINY = yaml.safe_load((REPO / "tests" / "workflow_tiny.yaml").read_text())
+
+
+def plan(config=None, **edits) -> Plan:
+    return load_plan(copy.deepcopy(config or TINY), SCHEMA)
+
+
+def test_registry_names_kinds_and_one_path_pattern():
+    p = plan()
+    kinds = {n: m.kind for n, m in p.models.items()}
+    assert kinds == {"teacher": "teacher", "scratch": "baseline", "student-a": "student", "student-b": "student"}
+    for m in p.models.values():
+        assert m.dir == f"results/{m.kind}s/{m.name}/model" and m.inputs == [f"results/{m.kind}s/{m.name}"]
+    assert p.names("teacher", "pretrain") == ["teacher"] and p.names("baseline", "scratch") == ["scratch"]
+
+
+def test_hub_and_authors_models_live_at_the_same_pattern_local_ones_in_place(tmp_path):
+    config = copy.deepcopy(TINY)
+    local = tmp_path / "bert"
+    local.mkdir()
+    config["baselines"].update({"hub-bert": {"source": "hub", "name": "prajjwal1/bert-tiny"},
+                                "authors": {"source": "authors", "name": "nlpie/miniALBERT-128"},
+                                "mine": {"source": "local", "path": str(local)}})
+    p = plan(config)
+    assert p.models["hub-bert"].dir == "results/baselines/hub-bert/model"
+    assert p.models["authors"].dir == "results/baselines/authors/model"
+    assert p.models["mine"].dir == str(local) and p.models["mine"].inputs == []
+
+
+def test_runs_enumerate_model_task_mode_lr_seed():
+    p = plan()
+    keys = list(p.runs)
+    assert keys[0][0] == "teacher" and len(keys) == len(set(keys))
+    assert {k[2] for k in keys if k[0] == "teacher"} == {"full"}  # the teacher's modes: [full]
+    run = p.runs[keys[0]]
+    assert set(run) >= {"lr", "seed", "mode", "epochs", "batch_size", "max_length", "warmup_ratio"}
+    assert p.run_metrics()[0] == f"{run_dir(*keys[0])}/metrics.json"
+    assert lr_label(5e-5) == "5e-05" and lr_label(1e-3) == "0.001"
+
+
+def test_epochs_factor_multiplies_only_that_models_epochs():
+    config = copy.deepcopy(TINY)
+    config["baselines"]["scratch"]["finetune_epochs_factor"] = 2
+    p = plan(config)
+    scratch = [r for k, r in p.runs.items() if k[0] == "scratch"]
+    teacher = [r for k, r in p.runs.items() if k[0] == "teacher"]
+    assert scratch[0]["epochs"] == 2 * teacher[0]["epochs"]
+
+
+def test_a_student_identity_follows_its_config_and_its_teacher():
+    base = plan()
+    config = copy.deepcopy(TINY)
+    config["students"]["student-a"]["training"]["lr"] = 5e-4
+    edited = plan(config)
+    assert edited.models["student-a"].identity != base.models["student-a"].identity
+    assert edited.models["student-b"].identity == base.models["student-b"].identity
+    config = copy.deepcopy(TINY)
+    config["teachers"]["teacher"]["training"]["max_steps"] = 5
+    retrained = plan(config)
+    assert all(retrained.models[s].identity != base.models[s].identity for s in ("teacher", "student-a", "student-b"))
+    assert retrained.models["scratch"].identity == base.models["scratch"].identity  # untrained: shape only
+
+
+def test_labels_do_not_change_identities():
+    config = copy.deepcopy(TINY)
+    config["students"]["student-a"]["label"] = "A new label"
+    assert plan(config).models["student-a"].identity == plan().models["student-a"].identity
+
+
+def test_job_configs_carry_the_model_name_and_upstream_identities():
+    p = plan()
+    key = next(k for k in p.runs if k[0] == "student-a")
+    job = p.finetune_job(*key)["command"]
+    assert job["model_name"] == "student-a" and job["model"] == "results/students/student-a/model"
+    assert job["provenance"]["model_identity"] == p.models["student-a"].identity
+    distill = p.distill_job("student-a")
+    assert distill["command"]["teacher"] == "results/teachers/teacher/model"
+    assert distill["command"]["training"]["checkpoint_dir"].endswith(p.models["student-a"].identity)
+    windows = p.windows_job("w64")
+    assert windows["max_windows_per_document"] == 2 and windows["num_proc"] == 1  # resolved defaults
+    assert p.tokenizer_job("wordpiece")["lowercase"] is True
+    with pytest.raises(ConfigError, match="no fine-tuning run"):
+        p.finetune_job("student-a", "sst2", "full", "9", "0")
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("students", ("student-a", "student", "num_recursion"), 3,
+     "config key students.student-a.student.num_recursion: unknown key (allowed: num_recursions,"),
+    ("students", ("student-a", "training", "max_steps"), 0,
+     "config key students.student-a.training.max_steps: expected an integer >= 1, got 0"),
+    ("teachers", ("teacher", "model", "num_attention_heads"), 3,
+     "config key teachers.teacher.model.num_attention_heads: must divide"),
+    ("windows", ("w64", "strid"), 3, "config key windows.w64.strid: unknown key (allowed: corpus, tokenizer, max_length"),
+    ("finetune", ("batch_size",), 0, "config key finetune.batch_size: expected an integer >= 1, got 0"),
+])
+def test_command_sections_are_validated_by_their_dataclass(section, key, value, message):
+    config = copy.deepcopy(TINY)
+    target = config[section]
+    for k in key[:-1]:
+        target = target.setdefault(k, {})
+    target[key[-1]] = value
+    with pytest.raises(ConfigError) as e:
+        plan(config)
+    assert message in str(e.value)
+
+
+def test_old_keys_are_refused_naming_the_new_one():
+    config = copy.deepcopy(TINY)
+    config["finetune"]["warmup"] = 0.1
+    with pytest.raises(ConfigError, match=r"finetune.warmup: this key was renamed: use warmup_ratio"):
+        plan(config)
+    config = copy.deepcopy(TINY)
+    config["report"]["efficiency"]["seq_len"] = 64
+    with pytest.raises(ConfigError, match=r"report.efficiency.seq_len: this key was renamed: use max_length"):
+        plan(config)
+
+
+def test_problems_are_reported_together():
+    config = copy.deepcopy(TINY)
+    config["students"]["student-a"]["teacher"] = "nobody"
+    config["finetune"]["models"] = ["ghost"]
+    with pytest.raises(ConfigError) as e:
+        plan(config)
+    assert "students.student-a.teacher" in str(e.value) and "finetune.models[0]" in str(e.value)
+
+
+def test_the_plan_imports_neither_torch_nor_snakemake():
+    code = ("import sys, minialbert.workflow.plan; "
+            "print(json.dumps([m for m in ('torch', 'transformers', 'snakemake') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
