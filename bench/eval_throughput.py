@@ -40,8 +40,8 @@ import torch
 from minialbert import finetune as ft
 from minialbert.configs import FinetuneConfig
 from minialbert.metrics import load_metric
-from minialbert.utils import ConfigError
 from minialbert.tasks import Task
+from minialbert.utils import ConfigError
 
 import datasets
 
@@ -161,7 +161,8 @@ def main() -> None:
     parser.add_argument("--naive-max-length", type=int,
                         help="the authors' padding length (default: the tokenizer's model_max_length, as theirs)")
     parser.add_argument("--batch-size", type=int, default=64, help="ours: eval batch size (finetune's default)")
-    parser.add_argument("--eval-max-tokens", default="auto", type=lambda t: t if t == "auto" else int(t), help="ours: padded tokens per batch (finetune's default)")
+    parser.add_argument("--eval-max-tokens", default="auto", type=lambda t: t if t == "auto" else int(t),
+                        help="ours: padded tokens per batch: auto or an integer (finetune's default)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; medians are reported")
     args = parser.parse_args()

@@ -196,9 +196,9 @@ def init_scratch(cfg: ScratchModelConfig, output: str | os.PathLike) -> dict[str
 
 def run_command(command: str, config_path: str | os.PathLike, output: str | os.PathLike) -> int:
     """Run one of the three commands on a config file; the exit status (0, 1 NaN loss, 143 SIGTERM)."""
+    cfg = load_config(command, config_path)  # before any heavy import: a bad config fails at once
     from minialbert.training import NonFiniteLossError, TrainingInterrupted
 
-    cfg = load_config(command, config_path)
     try:
         if command == "init-scratch":
             metrics = init_scratch(cfg, output)
