@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--stride", type=int, default=128)
-    parser.add_argument("--max-windows-per-doc", type=int, default=10)
+    parser.add_argument("--max-windows-per-document", type=int, default=10)
     args = parser.parse_args()
 
     import datasets
@@ -48,7 +48,7 @@ def main() -> None:
     tokenizer = train_wordpiece(corpus["text"], vocab_size=4000)
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
-        windows = make_windows_dataset(corpus, tokenizer, args.max_length, args.stride, args.max_windows_per_doc,
+        windows = make_windows_dataset(corpus, tokenizer, args.max_length, args.stride, args.max_windows_per_document,
                                        seed=42, num_proc=args.num_proc, cache_dir=cache_dir)
         seconds = time.perf_counter() - start
         tokens = sum(len(ids) for ids in windows["input_ids"])
@@ -56,7 +56,7 @@ def main() -> None:
         "bench": "tokenize_throughput", "tokens_per_second": round(tokens / seconds),
         "windows_per_second": round(len(windows) / seconds, 1), "documents": len(corpus), "windows": len(windows),
         "tokens": tokens, "seconds": round(seconds, 3), "num_proc": args.num_proc or 1,
-        "max_length": args.max_length, "stride": args.stride, "max_windows_per_doc": args.max_windows_per_doc,
+        "max_length": args.max_length, "stride": args.stride, "max_windows_per_document": args.max_windows_per_document,
     }))
 
 

@@ -81,6 +81,7 @@ def config_from_args(cls: type, args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="minialbert",
         description="Distil BERT-class teachers into recursive MiniALBERT students, fine-tune and evaluate them.",
     )
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)  # old flag names must fail
         p.set_defaults(_module=module)
         if name == requested:  # only the chosen subcommand's module is imported
             importlib.import_module(module).add_arguments(p)

@@ -202,3 +202,33 @@ def test_init_embeddings_from_equal_width_drops_projector_and_checks_vocab():
     other = BertModel(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24))
     with pytest.raises(ValueError, match="vocabulary has 60 tokens"):
         init_embeddings_from(student, other)
+
+
+@pytest.mark.parametrize("first", [
+    "import minialbert",
+    "import transformers, minialbert",
+    "from transformers import AutoModel; import minialbert",
+    "from transformers import PreTrainedModel; import minialbert",
+    "import minialbert; import minialbert.modeling",
+])
+def test_import_is_cheap_and_auto_classes_work_in_any_import_order(first, tmp_path):
+    """`import minialbert` loads no torch; the Auto classes know model_type minialbert whatever was imported first."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+{first}
+if "{first}" == "import minialbert":
+    assert "torch" not in sys.modules and "transformers" not in sys.modules
+from transformers import AutoConfig, AutoModelForSequenceClassification
+from minialbert import MiniAlbertConfig
+config = MiniAlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2,
+                          num_attention_heads=2, intermediate_size=32)
+AutoModelForSequenceClassification.from_config(config).save_pretrained(r"{tmp_path}")
+assert type(AutoConfig.from_pretrained(r"{tmp_path}")).__name__ == "MiniAlbertConfig"
+print(type(AutoModelForSequenceClassification.from_pretrained(r"{tmp_path}")).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("MiniAlbertForSequenceClassification")

@@ -148,3 +148,11 @@ def test_the_plan_imports_neither_torch_nor_snakemake():
             "print(json.dumps([m for m in ('torch', 'transformers', 'snakemake') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_task_and_corpus_specs_are_checked_by_their_commands_validators():
+    config = copy.deepcopy(TINY)
+    config["tasks"]["sst2"]["spec"]["glue_task"] = "sst3"
+    with pytest.raises(ConfigError) as e:
+        plan(config)
+    assert "config key tasks.sst2.spec: field 'glue_task' is 'sst3'" in str(e.value)

@@ -44,12 +44,12 @@ def test_spans_match_hugging_face_overflow_semantics(tokenizer):
     # the reference windows were made with the tokenizer's `stride` (= overlap); ours must agree
     text = " ".join(WORDS[:37])
     hf = tokenizer(text, max_length=12, stride=4, truncation=True, return_overflowing_tokens=True)["input_ids"]
-    ours = make_windows_dataset(corpus_of([37]), tokenizer, max_length=12, stride=4, max_windows_per_doc=None)
+    ours = make_windows_dataset(corpus_of([37]), tokenizer, max_length=12, stride=4, max_windows_per_document=None)
     assert ours["input_ids"] == hf
 
 
 def test_windows_content_special_tokens_and_overlap(tokenizer):
-    ds = make_windows_dataset(corpus_of([30]), tokenizer, max_length=10, stride=3, max_windows_per_doc=None)
+    ds = make_windows_dataset(corpus_of([30]), tokenizer, max_length=10, stride=3, max_windows_per_document=None)
     assert ds.column_names == ["input_ids", "attention_mask", "token_type_ids", "special_tokens_mask"]
     assert len(ds) == num_windows(30, 8, 3) == 6
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -68,7 +68,7 @@ def test_windows_content_special_tokens_and_overlap(tokenizer):
 
 def test_k_sampling_deterministic_and_independent_of_num_proc(tokenizer):
     corpus = corpus_of([5, 60, 90, 7, 75])
-    kwargs = {"max_length": 8, "stride": 2, "max_windows_per_doc": 3, "seed": 42}
+    kwargs = {"max_length": 8, "stride": 2, "max_windows_per_document": 3, "seed": 42}
     one = make_windows_dataset(corpus, tokenizer, num_proc=None, batch_size=2, **kwargs)
     two = make_windows_dataset(corpus, tokenizer, num_proc=2, batch_size=3, **kwargs)
     assert one["input_ids"] == two["input_ids"]
@@ -83,7 +83,7 @@ def test_k_sampling_deterministic_and_independent_of_num_proc(tokenizer):
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_length": 2}, "max_length must be at least 3"),
     ({"max_length": 10, "stride": 8}, "stride .* must be in \\[0, max_length - 2 = 8\\)"),
-    ({"max_windows_per_doc": 0}, "max_windows_per_doc must be a positive integer"),
+    ({"max_windows_per_document": 0}, "max_windows_per_document must be a positive integer"),
 ])
 def test_bad_window_arguments(tokenizer, kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -108,7 +108,7 @@ def test_train_tokenizer_and_make_windows_dirs(tmp_path):
     assert "Drug" in cased.tokenize("The Drug")
 
     ds = make_windows(tmp_path / "corpus", tmp_path / "tok", tmp_path / "win", max_length=6, stride=1,
-                      max_windows_per_doc=2, seed=1)
+                      max_windows_per_document=2, seed=1)
     assert len(ds) == len(datasets.load_from_disk(str(tmp_path / "win"))) > 50
     info = json.loads((tmp_path / "win" / "windowing.json").read_text())
     assert info["windows"] == len(ds) and info["documents"] == 50
@@ -128,7 +128,7 @@ def test_cli_train_tokenizer_and_make_windows(tmp_path):
                  "--output", str(tmp_path / "win"), "--max-length", "4", "--stride", "1",
                  "--max-windows-per-document", "null"]) == 0
     info = json.loads((tmp_path / "win" / "windowing.json").read_text())
-    assert info["windows"] == 20 * num_windows(3, 2, 1) and info["max_windows_per_doc"] is None
+    assert info["windows"] == 20 * num_windows(3, 2, 1) and info["max_windows_per_document"] is None
     # 0 no longer means "keep all" (null does): it is refused naming the key
     assert main(["make-windows", "--corpus", str(tmp_path / "corpus"), "--tokenizer", str(tmp_path / "tok"),
                  "--output", str(tmp_path / "win0"), "--max-windows-per-document", "0"]) == 2

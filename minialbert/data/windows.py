@@ -11,7 +11,7 @@ Definition (for a tokenizer that adds [CLS] ... [SEP] to one sequence, i.e. 2 sp
   reaches the end of the document, so the last may be shorter and no window is contained in
   the previous one. Number of windows: 1 if n <= C, else 1 + ceil((n - C) / (C - stride)).
   (For max 256, stride 128: 254 content tokens per window, advancing by 126.)
-* A document with more than `max_windows_per_doc` (k) windows keeps k of them, drawn without
+* A document with more than `max_windows_per_document` (k) windows keeps k of them, drawn without
   replacement by a generator seeded with (seed, document index) and kept in document order.
   Seeding per document makes the result independent of `num_proc` and batch size.
 * A document with no token (n = 0) gives no window.
@@ -59,7 +59,7 @@ def sample_windows(count: int, k: int | None, seed: int, doc_index: int) -> list
     return sorted(rng.choice(count, size=k, replace=False).tolist())
 
 
-def check_window_args(tokenizer, max_length: int, stride: int, max_windows_per_doc: int | None) -> int:
+def check_window_args(tokenizer, max_length: int, stride: int, max_windows_per_document: int | None) -> int:
     """Validate the windowing arguments; returns the content length C."""
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
         raise ConfigError(f"{tokenizer.name_or_path}: tokenizer has no [CLS]/[SEP] tokens; windows need both")
@@ -69,8 +69,8 @@ def check_window_args(tokenizer, max_length: int, stride: int, max_windows_per_d
     if not 0 <= stride < content:
         raise ConfigError(f"stride (the overlap of consecutive windows) must be in [0, max_length - 2 = {content}), "
                           f"got {stride}")
-    if max_windows_per_doc is not None and max_windows_per_doc < 1:
-        raise ConfigError(f"max_windows_per_doc must be a positive integer or null, got {max_windows_per_doc}")
+    if max_windows_per_document is not None and max_windows_per_document < 1:
+        raise ConfigError(f"max_windows_per_document must be a positive integer or null, got {max_windows_per_document}")
     return content
 
 
@@ -94,7 +94,7 @@ def _window_batch(batch: dict, indices: list[int], tokenizer, content: int, stri
 
 
 def make_windows_dataset(corpus, tokenizer, max_length: int = 256, stride: int = 128,
-                         max_windows_per_doc: int | None = 10, seed: int = 42, num_proc: int | None = None,
+                         max_windows_per_document: int | None = 10, seed: int = 42, num_proc: int | None = None,
                          cache_dir: str | None = None, batch_size: int = 256):
     """Window a corpus Dataset (column `text`) with a fast tokenizer; returns the windows Dataset.
 
@@ -103,14 +103,14 @@ def make_windows_dataset(corpus, tokenizer, max_length: int = 256, stride: int =
     """
     import datasets
 
-    content = check_window_args(tokenizer, max_length, stride, max_windows_per_doc)
+    content = check_window_args(tokenizer, max_length, stride, max_windows_per_document)
     if "text" not in corpus.column_names:
         raise ConfigError(f"corpus: expected a `text` column, found {', '.join(corpus.column_names)}")
     features = datasets.Features({
         "input_ids": datasets.List(datasets.Value("int32")),
         **{name: datasets.List(datasets.Value("int8")) for name in WINDOW_COLUMNS[1:]},
     })
-    params = {"max_length": max_length, "stride": stride, "k": max_windows_per_doc, "seed": seed,
+    params = {"max_length": max_length, "stride": stride, "k": max_windows_per_document, "seed": seed,
               "corpus": corpus._fingerprint, "vocab": config_hash(sorted(tokenizer.get_vocab().items()))}
     # With a cache dir, the windows stream to Arrow files there (the corpus may not fit in
     # memory); without one they stay in memory, which suits tests and benchmarks.
@@ -118,7 +118,7 @@ def make_windows_dataset(corpus, tokenizer, max_length: int = 256, stride: int =
     return corpus.map(
         _window_batch, batched=True, batch_size=batch_size, with_indices=True, num_proc=num_proc,
         remove_columns=corpus.column_names, features=features,
-        fn_kwargs={"tokenizer": tokenizer, "content": content, "stride": stride, "k": max_windows_per_doc,
+        fn_kwargs={"tokenizer": tokenizer, "content": content, "stride": stride, "k": max_windows_per_document,
                    "seed": seed},
         # an explicit fingerprint: hashing the tokenizer object is slow and not stable
         new_fingerprint=config_hash(params), **cache,
@@ -127,7 +127,7 @@ def make_windows_dataset(corpus, tokenizer, max_length: int = 256, stride: int =
 
 
 def make_windows(corpus_dir: str | Path, tokenizer_dir: str | Path, output: str | Path, max_length: int = 256,
-                 stride: int = 128, max_windows_per_doc: int | None = 10, seed: int = 42,
+                 stride: int = 128, max_windows_per_document: int | None = 10, seed: int = 42,
                  num_proc: int | None = None):
     """Window a corpus dir with a tokenizer (dir or hub name) and write the windows dir atomically.
 
@@ -139,7 +139,7 @@ def make_windows(corpus_dir: str | Path, tokenizer_dir: str | Path, output: str 
     corpus = load_corpus(corpus_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     with tempfile.TemporaryDirectory(prefix="minialbert-windows-") as cache_dir:
-        windows = make_windows_dataset(corpus, tokenizer, max_length, stride, max_windows_per_doc, seed, num_proc,
+        windows = make_windows_dataset(corpus, tokenizer, max_length, stride, max_windows_per_document, seed, num_proc,
                                        cache_dir=cache_dir)
         if len(windows) == 0:
             raise ConfigError(f"{corpus_dir}: windowing produced no window (every document tokenised to nothing)")
@@ -147,7 +147,7 @@ def make_windows(corpus_dir: str | Path, tokenizer_dir: str | Path, output: str 
             windows.save_to_disk(str(tmp))
             write_json_atomic(tmp / "windowing.json", {
                 "corpus": str(corpus_dir), "tokenizer": str(tokenizer_dir), "max_length": max_length,
-                "stride": stride, "max_windows_per_doc": max_windows_per_doc, "seed": seed,
+                "stride": stride, "max_windows_per_document": max_windows_per_document, "seed": seed,
                 "documents": len(corpus), "windows": len(windows)})
     import datasets
 

@@ -26,17 +26,9 @@ def _demo(job: Any, cfg: dict) -> None:
 
 def _corpus(job: Any, cfg: dict) -> None:
     from minialbert.data.corpora import ingest_corpus
+    from minialbert.workflow.plan import corpus_source
 
-    entry = cfg["corpus"]
-    if entry["source"] == "demo":  # the corpus make-demo wrote beside its tasks (one world)
-        spec = {"type": "files", "paths": [cfg["demo_corpus"]], "format": "text", "text_layout": "blank_line"}
-    elif entry["source"] == "hub":
-        spec = {"type": "hub", **{k: v for k, v in entry["hub"].items() if k != "revision" and v is not None}}
-    else:
-        spec = {"type": "files", **entry["files"]}
-    if entry.get("max_documents"):
-        spec["max_documents"] = entry["max_documents"]
-    ingest_corpus(spec, job.output[0])
+    ingest_corpus(corpus_source(cfg), job.output[0])
 
 
 def _tokenizer(job: Any, cfg: dict) -> None:

@@ -36,6 +36,8 @@ from minialbert.configs import (
     TokenizerConfig,
     WindowsConfig,
 )
+from minialbert.data.corpora import validate_source
+from minialbert.tasks import parse_task_spec
 from minialbert.utils import ConfigError, canonical_json, config_hash, load_yaml
 
 DEMO_DIR = "results/demo"
@@ -67,6 +69,13 @@ class Problems:
         except ConfigError as e:
             self.messages.append(f"config key {e}")
             return None
+
+    def check(self, validate, *args, **kwargs) -> None:
+        """Run a command's own validator (its message already names the key); record a failure."""
+        try:
+            validate(*args, **kwargs)
+        except ConfigError as e:
+            self.messages.append(str(e))
 
     def raise_if_any(self) -> None:
         if self.messages:
@@ -178,6 +187,10 @@ class Plan:
                                                        f"tokenizers.{n}", also_allowed=TOKENIZER_WORKFLOW_KEYS)
                                    for n, e in config["tokenizers"].items()}
         self.efficiency = problems.section(EfficiencyConfig, config["report"].get("efficiency"), "report.efficiency")
+        for name in config["corpora"]:  # the source spec `minialbert ingest-corpus` will read
+            problems.check(validate_source, corpus_source(self.corpus_job(name)), where=f"config key corpora.{name}")
+        for task in config["tasks"]:  # the spec `minialbert prepare-task` will read
+            problems.check(parse_task_spec, self.task_job(task)["spec"], origin=f"config key tasks.{task}.spec")
         problems.raise_if_any()
         self.models: dict[str, Model] = self._registry(problems)
         self.runs: dict[tuple[str, str, str, str, str], dict] = self._runs(problems)
@@ -592,6 +605,20 @@ class Plan:
                   for n in self.finetuned_models()}
         tasks = {t: {"group": e["group"], "report_split": e["report_split"]} for t, e in self.config["tasks"].items()}
         return {"models": models, "tasks": tasks}
+
+
+def corpus_source(job: Mapping[str, Any]) -> dict:
+    """The `minialbert ingest-corpus` source spec of a corpus job config."""
+    entry = job["corpus"]
+    if entry["source"] == "demo":  # the corpus make-demo wrote beside its tasks (one world)
+        spec = {"type": "files", "paths": [job["demo_corpus"]], "format": "text", "text_layout": "blank_line"}
+    elif entry["source"] == "hub":
+        spec = {"type": "hub", **{k: v for k, v in entry["hub"].items() if k != "revision" and v is not None}}
+    else:
+        spec = {"type": "files", **entry["files"]}
+    if entry.get("max_documents"):
+        spec["max_documents"] = entry["max_documents"]
+    return spec
 
 
 def strip_finetune_keys(entry: Mapping[str, Any]) -> dict:
