@@ -298,35 +298,6 @@ def efficiency_frame(efficiency_files: Iterable[str | Path], models: dict | None
 # --------------------------------------------------------------------------- plot
 
 
-def plot_scores(table, path: str | Path) -> None:
-    """Average score against unique parameters (log scale), one marker per tuning mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    markers = {"full": "o", "adapter": "^"}
-    for mode, part in table.groupby("mode", sort=False):
-        part = part.dropna(subset=["average", "unique_params"])
-        ax.scatter(part["unique_params"], part["average"], marker=markers.get(mode, "s"), s=50,
-                   label=f"{mode} fine-tuning" if mode == "full" else "adapter tuning")
-        for _, r in part.iterrows():
-            ax.annotate(str(r["label"]), (r["unique_params"], r["average"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("unique parameters (encoder)")
-    ax.set_ylabel("average score (x100)")
-    ax.set_title("Average score vs. unique parameters")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
 # --------------------------------------------------------------------------- everything
 
 
@@ -336,8 +307,12 @@ def aggregate(
     output_dir: str | Path,
     models: dict | None = None,
     tasks: dict | None = None,
+    train_logs: dict[str, str | Path] | None = None,
 ) -> dict[str, Path]:
-    """Write runs.csv, summary.csv, table.csv, efficiency.csv and score_vs_params.png."""
+    """Write runs.csv, summary.csv, table.csv, efficiency.csv and the figures: score_vs_params.png,
+    task_scores.png and loss_curves.png (from the trained models' train_log.jsonl files)."""
+    from minialbert import plots
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     runs = runs_frame(run_files, models, tasks)
@@ -349,8 +324,10 @@ def aggregate(
     summary.to_csv(paths["summary"], index=False, float_format="%.6g")
     table.to_csv(paths["table"], index=False)
     efficiency.to_csv(paths["efficiency"], index=False, float_format="%.6g")
-    paths["plot"] = output_dir / "score_vs_params.png"
-    plot_scores(table, paths["plot"])
+    paths["plot"] = plots.plot_scores(table, output_dir / "score_vs_params.png")
+    paths["task_plot"] = plots.plot_task_scores(summary, output_dir / "task_scores.png", tasks)
+    labels = {n: m.get("label", n) for n, m in (models or {}).items()}
+    paths["loss_plot"] = plots.plot_loss_curves(train_logs or {}, output_dir / "loss_curves.png", labels)
     return paths
 
 
@@ -386,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
     results = Path(args.results)
     run_files = sorted(results.glob("finetune/**/metrics.json"))
     meta = read_json(args.meta, "meta JSON") if args.meta else {}
+    train_logs = {p.parent.name: p for p in sorted(results.glob("*/*/train_log.jsonl"))}
     paths = aggregate(run_files, sorted(results.glob("efficiency/*.json")), args.output_dir or results / "summary",
-                      meta.get("models"), meta.get("tasks"))
+                      meta.get("models"), meta.get("tasks"), train_logs)
     print(f"aggregated {len(run_files)} runs: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0

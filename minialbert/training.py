@@ -166,6 +166,7 @@ class TrainLoop:
     started: float = 0.0  # perf_counter at the start of `fit`
     wall_before: float = 0.0  # wall seconds of earlier runs, from the checkpoint
     sigterm: bool = False  # set by the SIGTERM handler while `fit` runs
+    events: Any = None  # TensorBoard SummaryWriter (rank 0, when tensorboard is installed)
 
     @property
     def log_path(self) -> Path:
@@ -202,6 +203,8 @@ def setup(job: TrainingJob, cfg: Mapping[str, Any], output_dir: str | os.PathLik
         identity=resume_identity(run_config, TrainingConfig.operational_keys()),
     )
     resume_or_start(loop, seed=cfg["seed"])
+    if rt.is_main:
+        loop.events = open_event_writer(output_dir / "tensorboard", purge_step=loop.state.step)
     if rt.distributed:
         loop.train_module = nn.parallel.DistributedDataParallel(
             module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
@@ -210,6 +213,17 @@ def setup(job: TrainingJob, cfg: Mapping[str, Any], output_dir: str | os.PathLik
     collate = SeededMLMCollator(job.tokenizer, cfg["mlm_probability"])
     loop.data = micro_batches(rows, batches, collate, loop.state, num_workers=cfg["num_workers"], device=rt.device)
     return loop
+
+
+def open_event_writer(path: Path, purge_step: int):
+    """A TensorBoard writer beside train_log.jsonl (events after `purge_step`, from a run killed
+    before its next checkpoint, are dropped); None with a one-line notice without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("minialbert: tensorboard is not installed: no event files (pip install tensorboard)", file=sys.stderr)
+        return None
+    return SummaryWriter(log_dir=str(path), purge_step=purge_step or None)
 
 
 def resume_or_start(loop: TrainLoop, seed: int) -> None:
@@ -387,6 +401,10 @@ def log_step(loop: TrainLoop, losses: dict[str, float], bar) -> None:
     record = {"step": state.step, "epoch": state.epoch, "lr": loop.scheduler.get_last_lr()[0],
               "tokens_seen": state.tokens_seen, "elapsed_seconds": round(loop.wall_seconds(), 3), **losses}
     _append_log(loop.log_path, record)
+    if loop.events is not None:
+        for name, value in losses.items():
+            loop.events.add_scalar(f"loss/{name}", value, state.step)
+        loop.events.add_scalar("lr", record["lr"], state.step)
     bar.set_postfix({n: f"{v:.4g}" for n, v in losses.items() if n == "total" or len(losses) < 4})
 
 
@@ -466,8 +484,12 @@ def train(job: TrainingJob, cfg: Mapping[str, Any], *, output_dir: str | os.Path
     the last checkpoint kept) and TrainingInterrupted after checkpointing on SIGTERM.
     """
     loop = setup(job, cfg, output_dir, run_config, runtime)
-    fit(loop, cfg)
-    return finish(loop, run_config)
+    try:
+        fit(loop, cfg)
+        return finish(loop, run_config)
+    finally:
+        if loop.events is not None:
+            loop.events.close()
 
 
 def shutdown_runtime() -> None:

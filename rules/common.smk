@@ -45,6 +45,10 @@ def all_run_metrics(wildcards):
     return PLAN.run_metrics()
 
 
+def trained_model_dirs(wildcards):
+    return [MODELS[m].inputs[0] for m in PLAN.trained_models()]
+
+
 def all_efficiency(wildcards):
     return [f"results/efficiency/{m}.json" for m in PLAN.finetuned_models()]
 

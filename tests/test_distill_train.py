@@ -90,6 +90,15 @@ def test_distil_tiny_student_learns_and_writes_outputs(world, tmp_path):
         assert model(**tok(["the cat sat"], return_tensors="pt")).logits.shape[-1] == model.config.vocab_size
     assert (tmp_path / "out" / "checkpoints").is_dir()
     assert not any(p.name.startswith("step-") for p in (tmp_path / "out" / "model").iterdir())
+    # the same scalars as TensorBoard event files beside the log
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "out" / "tensorboard"))
+    events.Reload()
+    assert {"loss/total", "loss/attention", "lr"} <= set(events.Tags()["scalars"])
+    total = events.Scalars("loss/total")
+    assert [e.step for e in total] == [r["step"] for r in log]
+    assert [e.value for e in total] == pytest.approx([r["total"] for r in log], rel=1e-6)
 
 
 def test_baseline_and_other_hidden_size(world, tmp_path):

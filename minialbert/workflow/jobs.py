@@ -150,7 +150,8 @@ def _aggregate(job: Any, cfg: dict) -> None:
     from minialbert.report import aggregate
 
     aggregate(run_files=list(job.input.runs), efficiency_files=list(job.input.efficiency),
-              output_dir=Path(job.output.table).parent, models=cfg["models"], tasks=cfg["tasks"])
+              output_dir=Path(job.output.table).parent, models=cfg["models"], tasks=cfg["tasks"],
+              train_logs=cfg["train_logs"])
 
 
 def _set_torch_threads(job: Any) -> None:

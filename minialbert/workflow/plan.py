@@ -600,11 +600,16 @@ class Plan:
         m = self.models[model]
         return {"name": model, "model_dir": m.dir, "model_identity": m.identity, "command": self.efficiency.to_dict()}
 
+    def trained_models(self) -> list[str]:
+        """The models trained here (teacher pretraining, distillation): they have training curves."""
+        return [n for n, m in self.models.items() if m.source in ("pretrain", "distill")]
+
     def aggregate_job(self) -> dict:
         models = {n: {"kind": self.models[n].kind, "label": self.models[n].label, "identity": self.models[n].identity}
-                  for n in self.finetuned_models()}
+                  for n in dict.fromkeys(self.finetuned_models() + self.trained_models())}
         tasks = {t: {"group": e["group"], "report_split": e["report_split"]} for t, e in self.config["tasks"].items()}
-        return {"models": models, "tasks": tasks}
+        train_logs = {n: f"{self.models[n].inputs[0]}/train_log.jsonl" for n in self.trained_models()}
+        return {"models": models, "tasks": tasks, "train_logs": train_logs}
 
 
 def corpus_source(job: Mapping[str, Any]) -> dict:
