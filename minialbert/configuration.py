@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
+
+# activations the model builds itself (torch.nn); any other transformers ACT2FN name also works
+COMMON_ACTIVATIONS = ("gelu", "relu", "silu", "swish", "gelu_pytorch_tanh", "tanh")
 
 
 @strict
@@ -86,11 +88,14 @@ class MiniAlbertConfig(PreTrainedConfig):
                 f"MiniAlbertConfig.reduction_factor ({self.reduction_factor}) must divide "
                 f"hidden_size ({self.hidden_size})"
             )
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(
-                f"MiniAlbertConfig.hidden_act {self.hidden_act!r} is not a known activation; "
-                f"expected one of {sorted(ACT2FN)}"
-            )
+        if self.hidden_act not in COMMON_ACTIVATIONS:
+            from transformers.activations import ACT2FN  # seconds to import: only for unusual names
+
+            if self.hidden_act not in ACT2FN:
+                raise ValueError(
+                    f"MiniAlbertConfig.hidden_act {self.hidden_act!r} is not a known activation; "
+                    f"expected one of {sorted(ACT2FN)}"
+                )
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
             value = getattr(self, field)
             if value is not None and not 0.0 <= value < 1.0:

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import PreTrainedModel
-from transformers.activations import ACT2FN
 from transformers.modeling_outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -92,6 +91,18 @@ class MiniAlbertAttention(nn.Module):
         return self.LayerNorm(x + self.output_dropout(self.dense(context))), probs
 
 
+def activation(name: str) -> nn.Module:
+    """The FFN activation: torch modules for the common names (exactly transformers' functions),
+    transformers' ACT2FN for the rest (importing it costs seconds, once per process)."""
+    common = {"gelu": lambda: nn.GELU(), "relu": nn.ReLU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
+              "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh")}
+    if name in common:
+        return common[name]()
+    from transformers.activations import ACT2FN
+
+    return ACT2FN[name]
+
+
 class MiniAlbertFeedForward(nn.Module):
     """Post-LN feed-forward block: LayerNorm(x + Dropout(W2 act(W1 x)))."""
 
@@ -99,7 +110,7 @@ class MiniAlbertFeedForward(nn.Module):
         super().__init__()
         self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
         self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.activation = ACT2FN[config.hidden_act]
+        self.activation = activation(config.hidden_act)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 

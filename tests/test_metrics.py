@@ -78,3 +78,38 @@ def test_seqeval_is_entity_level_and_strict_mode():
     assert lenient["f1"] == pytest.approx(2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4))
     assert (strict["precision"], strict["recall"]) == (pytest.approx(1 / 2), pytest.approx(1 / 4))
     assert seqeval_metrics(GOLD_TAGS, GOLD_TAGS)["f1"] == 1.0
+
+
+@pytest.mark.parametrize("config, pred, gold", [
+    ("cola", [0, 1, 1, 0, 1, 2, 2], [0, 1, 0, 0, 1, 2, 1]),
+    ("mrpc", [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]),
+    ("classification", [0, 1, 2, 2, 1, 0], [0, 2, 2, 2, 1, 1]),
+    ("stsb", [0.1, 0.5, 0.5, 2.0, 3.5, 3.5, 4.9], [0.0, 1.0, 1.0, 2.5, 3.0, 4.5, 5.0]),
+])
+def test_direct_scores_equal_the_evaluate_module_and_sklearn_scipy(config, pred, gold):
+    """Fine-tuning computes metrics without importing evaluate; the shipped module and the
+    reference libraries agree with it."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    direct = glue_metrics(config, pred, gold)
+    assert direct == pytest.approx(load_metric("glue", config).compute(predictions=pred, references=gold))
+    if config in ("cola", "classification"):
+        assert direct["matthews_correlation"] == pytest.approx(matthews_corrcoef(gold, pred))
+    if config == "classification":
+        assert direct["f1_macro"] == pytest.approx(f1_score(gold, pred, average="macro"))
+    if config == "stsb":
+        assert direct["pearson"] == pytest.approx(pearsonr(gold, pred)[0])
+        assert direct["spearmanr"] == pytest.approx(spearmanr(gold, pred)[0])
+
+
+def test_finetune_metrics_do_not_import_evaluate():
+    import subprocess
+    import sys
+
+    code = ("import sys; from minialbert.metrics import compute_metric; "
+            "compute_metric('glue', 'stsb', [0.1, 0.4, 0.9], [0.0, 0.5, 1.0]); "
+            "compute_metric('glue', 'sst2', [0, 1], [0, 0]); "
+            "print(sorted(m for m in ('evaluate', 'sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -232,3 +232,13 @@ print(type(AutoModelForSequenceClassification.from_pretrained(r"{tmp_path}")).__
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("MiniAlbertForSequenceClassification")
+
+
+@pytest.mark.parametrize("name", ["gelu", "relu", "silu", "swish", "tanh", "gelu_pytorch_tanh", "gelu_new", "quick_gelu"])
+def test_activation_matches_transformers(name):
+    from transformers.activations import ACT2FN
+
+    from minialbert.modeling import activation
+
+    x = torch.linspace(-6, 6, 1001)
+    assert torch.equal(activation(name)(x), ACT2FN[name](x))

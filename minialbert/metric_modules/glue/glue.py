@@ -8,8 +8,9 @@ or a generic one for custom tasks: `classification` (accuracy, macro F1, Matthew
 
 import datasets
 import evaluate
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from minialbert.metrics import GLUE_CONFIGS as ALL_CONFIGS
+from minialbert.metrics import REGRESSION_CONFIGS, glue_scores
 
 _DESCRIPTION = "GLUE task metrics: Matthews correlation, accuracy, F1, Pearson and Spearman correlation."
 
@@ -30,11 +31,6 @@ Returns: a dict of floats, depending on the config:
     matthews_correlation; the other tasks: accuracy.
 """
 
-ACCURACY_TASKS = ("sst2", "mnli", "mnli_matched", "mnli_mismatched", "qnli", "rte", "wnli", "hans", "ax")
-REGRESSION_CONFIGS = ("stsb", "regression")
-ALL_CONFIGS = ACCURACY_TASKS + REGRESSION_CONFIGS + ("cola", "mrpc", "qqp", "classification")
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Glue(evaluate.Metric):
     """GLUE metrics for one task (the config name)."""
@@ -52,23 +48,4 @@ class Glue(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        name = self.config_name
-        if name == "cola":
-            return {"matthews_correlation": float(matthews_corrcoef(references, predictions))}
-        if name in REGRESSION_CONFIGS:
-            return {
-                "pearson": float(pearsonr(references, predictions)[0]),
-                "spearmanr": float(spearmanr(references, predictions)[0]),
-            }
-        if name in ("mrpc", "qqp"):
-            return {
-                "accuracy": float(accuracy_score(references, predictions)),
-                "f1": float(f1_score(references, predictions)),
-            }
-        if name == "classification":
-            return {
-                "accuracy": float(accuracy_score(references, predictions)),
-                "f1_macro": float(f1_score(references, predictions, average="macro")),
-                "matthews_correlation": float(matthews_corrcoef(references, predictions)),
-            }
-        return {"accuracy": float(accuracy_score(references, predictions))}
+        return glue_scores(self.config_name, predictions, references)

@@ -4,7 +4,8 @@ minialbert (the hub is unreachable). Load with `evaluate.load("<path>/metric_mod
 
 import datasets
 import evaluate
-from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from minialbert.metrics import seqeval_scores
 
 _DESCRIPTION = "Entity-level precision, recall and F1 of IOB-tagged sequences (seqeval), plus token accuracy."
 
@@ -43,17 +44,4 @@ class Seqeval(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, mode=None, scheme="IOB2", zero_division=0):
-        for i, (pred, ref) in enumerate(zip(predictions, references)):
-            if len(pred) != len(ref):
-                raise ValueError(f"seqeval: sentence {i} has {len(pred)} predicted tags but {len(ref)} gold tags")
-        kwargs = {"zero_division": zero_division}
-        if mode == "strict":
-            from seqeval import scheme as schemes
-
-            kwargs.update(mode="strict", scheme=getattr(schemes, scheme))
-        return {
-            "precision": float(precision_score(references, predictions, **kwargs)),
-            "recall": float(recall_score(references, predictions, **kwargs)),
-            "f1": float(f1_score(references, predictions, **kwargs)),
-            "accuracy": float(accuracy_score(references, predictions)),
-        }
+        return seqeval_scores(predictions, references, mode=mode, scheme=scheme, zero_division=zero_division)
