@@ -353,7 +353,7 @@ class FinetuneSettings(Section):
     """What a fine-tuning run computes besides model, task, mode, lr and seed (the workflow's
     `finetune:` defaults and per-task overrides are these keys)."""
 
-    epochs: float = option(3.0, "passes over the training split", above=0)
+    epochs: float = option(3.0, "passes over the training split; 0: evaluate without training", minimum=0)
     batch_size: int = option(32, "training batch size", minimum=1)
     max_length: int = option(128, "max tokens per example (NER: per chunk; longer sentences are split)",
                              minimum=1)
