@@ -27,10 +27,18 @@ def _pyplot():
     return plt
 
 
-def _colours(labels: Iterable[str]) -> dict[str, tuple]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if len(list(labels)) <= 10 else "tab20")
-    return {label: cmap(i % cmap.N) for i, label in enumerate(dict.fromkeys(labels))}
+def model_colours(labels: Iterable[str]) -> dict[str, tuple]:
+    """One colour per model label, in the given order: pass the same mapping to every figure."""
+    labels = list(dict.fromkeys(labels))
+    cmap = _pyplot().get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _colours(labels: Iterable[str], given: Mapping[str, tuple] | None = None) -> dict[str, tuple]:
+    labels = list(dict.fromkeys(labels))
+    if given and all(label in given for label in labels):
+        return {label: given[label] for label in labels}
+    return model_colours(labels)
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -41,12 +49,12 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_scores(table, path: str | Path) -> Path:
+def plot_scores(table, path: str | Path, colours: Mapping[str, tuple] | None = None) -> Path:
     """Average score against unique parameters (log x): colour = model, marker = tuning mode."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     table = table.dropna(subset=["average", "unique_params"])
-    colours = _colours(table["label"])
+    colours = _colours(table["label"], colours)
     for _, r in table.iterrows():
         ax.scatter(r["unique_params"], r["average"], color=colours[r["label"]], s=70, edgecolors="black",
                    linewidths=0.5, marker=MODE_MARKERS.get(r["mode"], "s"), zorder=3)
@@ -67,14 +75,16 @@ def plot_scores(table, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_task_scores(summary, path: str | Path, tasks: Iterable[str] | None = None) -> Path:
+def plot_task_scores(summary, path: str | Path, tasks: Iterable[str] | None = None,
+                     colours: Mapping[str, tuple] | None = None) -> Path:
     """One panel per task: each model's score (x100, mean over seeds at the chosen lr, with its
     std), full fine-tuning and adapter tuning side by side."""
     plt = _pyplot()
     order = [t for t in (tasks or []) if t in set(summary["task"])]
     order += [t for t in dict.fromkeys(summary["task"]) if t not in order]
-    labels = list(dict.fromkeys(summary["label"]))
-    colours = _colours(labels)
+    labels = [label for label in (colours or {}) if label in set(summary["label"])]
+    labels += [label for label in dict.fromkeys(summary["label"]) if label not in labels]
+    colours = _colours(labels, colours)
     ncols = min(2, len(order))
     nrows = math.ceil(len(order) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 0.45 * len(labels) * 2 + 1.2 * nrows + 0.6),
@@ -121,7 +131,7 @@ def read_train_log(path: str | Path) -> list[dict]:
 
 
 def plot_loss_curves(train_logs: Mapping[str, str | Path], path: str | Path,
-                     labels: Mapping[str, str] | None = None) -> Path:
+                     labels: Mapping[str, str] | None = None, colours: Mapping[str, tuple] | None = None) -> Path:
     """Each loss component against step, one panel per component, one line per trained model
     (teacher pretraining and every distillation); log y where a component spans a decade."""
     plt = _pyplot()
@@ -136,7 +146,7 @@ def plot_loss_curves(train_logs: Mapping[str, str | Path], path: str | Path,
         ax.text(0.5, 0.5, "no model was trained by this workflow (teachers and baselines only)", ha="center")
         return _save(fig, path)
     names = {n: (labels or {}).get(n, n) for n in logs}
-    colours = _colours(names.values())
+    colours = _colours(names.values(), colours)
     ncols = min(3, max(1, len(components)))
     nrows = max(1, math.ceil(len(components) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.3 * nrows), squeeze=False)

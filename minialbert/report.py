@@ -324,10 +324,11 @@ def aggregate(
     summary.to_csv(paths["summary"], index=False, float_format="%.6g")
     table.to_csv(paths["table"], index=False)
     efficiency.to_csv(paths["efficiency"], index=False, float_format="%.6g")
-    paths["plot"] = plots.plot_scores(table, output_dir / "score_vs_params.png")
-    paths["task_plot"] = plots.plot_task_scores(summary, output_dir / "task_scores.png", tasks)
     labels = {n: m.get("label", n) for n, m in (models or {}).items()}
-    paths["loss_plot"] = plots.plot_loss_curves(train_logs or {}, output_dir / "loss_curves.png", labels)
+    colours = plots.model_colours([*table["label"], *labels.values()])  # one colour per model in every figure
+    paths["plot"] = plots.plot_scores(table, output_dir / "score_vs_params.png", colours)
+    paths["task_plot"] = plots.plot_task_scores(summary, output_dir / "task_scores.png", tasks, colours)
+    paths["loss_plot"] = plots.plot_loss_curves(train_logs or {}, output_dir / "loss_curves.png", labels, colours)
     return paths
 
 
