@@ -6,6 +6,7 @@ injected; the scripts import this module from their own folder (snakemake.script
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ def start(snakemake) -> dict:
     if snakemake.log:
         log = Path(snakemake.log[0])
         log.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = _open_attempt_log(log)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(fd, 1)
@@ -35,6 +36,26 @@ def start(snakemake) -> dict:
     cfg = json.loads(snakemake.params.job_config)
     print(f"[workflow] rule {snakemake.rule}, job config:\n{json.dumps(cfg, indent=2, sort_keys=True)}", flush=True)
     return cfg
+
+
+def _open_attempt_log(log: Path) -> int:
+    """Snakemake deletes a job's log before every attempt (retry, SLURM requeue): write each
+    attempt to its own <name>.attempt<N>.log, headed by a line naming it, with the declared log
+    a hard link to the current one."""
+    stem = log.name[: -len(log.suffix)] if log.suffix else log.name
+    n = 1 + len(list(log.parent.glob(f"{glob.escape(stem)}.attempt*{log.suffix}")))
+    attempt = log.with_name(f"{stem}.attempt{n}{log.suffix}")
+    fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        log.unlink(missing_ok=True)
+        os.link(attempt, log)
+    except OSError:  # no hard links here: the declared log alone, as before
+        os.close(fd)
+        return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    job = os.environ.get("SLURM_JOB_ID")
+    where = f"SLURM job {job}, restart {os.environ.get('SLURM_RESTART_COUNT', '0')}" if job else f"pid {os.getpid()}"
+    os.write(fd, f"=== attempt {n} ({where}) ===\n".encode())
+    return fd
 
 
 def set_torch_threads(snakemake) -> None:
