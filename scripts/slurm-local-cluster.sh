@@ -5,12 +5,14 @@
 # and 4 fake GPUs (gres type "fake": scheduling only, torch sees no CUDA and trains on CPU/gloo).
 #
 #   sudo bash scripts/slurm-local-cluster.sh start    # installs the packages (apt) if needed
-#   export SLURM_CONF=/var/tmp/minialbert-slurm/etc/slurm.conf   (printed by start / `env`)
 #   sudo bash scripts/slurm-local-cluster.sh stop     # stops only the daemons `start` started
-#   bash scripts/slurm-local-cluster.sh status | env
+#   bash scripts/slurm-local-cluster.sh status
 #
 # Needs root (the daemons run as root, munged as user munge) and apt. Everything lives in
-# $MINIALBERT_SLURM_DIR (default /var/tmp/minialbert-slurm); nothing is written to /etc/slurm.
+# $MINIALBERT_SLURM_DIR (default /var/tmp/minialbert-slurm), except one symlink,
+# /etc/slurm/slurm.conf -> $MINIALBERT_SLURM_DIR/etc/slurm.conf: the client commands inside a
+# job (the plugin's srun) do not inherit SLURM_CONF, they read /etc/slurm/slurm.conf as on a real
+# cluster. `start` refuses to replace an existing /etc/slurm/slurm.conf; `stop` removes the link.
 # Ports (localhost only): slurmctld 16817, slurmd 16818, slurmdbd 16819, MariaDB 13306.
 # `start` is idempotent: a daemon whose recorded pid is alive is left alone; `stop` signals only
 # pids recorded by `start` (a munged that was already running is used and never stopped).
@@ -146,6 +148,14 @@ StoragePass=slurm
 StorageLoc=slurm_acct_db
 EOF
     chmod 600 "$DIR/etc/slurmdbd.conf"
+    mkdir -p /etc/slurm
+    if [ -L /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" = "$SLURM_CONF" ]; then
+        :
+    elif [ -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
+        die "/etc/slurm/slurm.conf exists and is not ours: this machine has a SLURM config already"
+    else
+        ln -s "$SLURM_CONF" /etc/slurm/slurm.conf
+    fi
 }
 
 start_munge() {
@@ -213,7 +223,6 @@ cmd_start() {
     done
     case "$state" in idle|mixed|allocated) ;; *) die "node $HOST is '$state', not idle (logs: $DIR/log/)" ;; esac
     log "cluster '$CLUSTER' up: node $HOST ($(nproc) CPUs, gpu:fake:$NGPUS), partitions cpu (default) and gpu, account $ACCOUNT"
-    echo "export SLURM_CONF=$SLURM_CONF"
 }
 
 stop_one() {  # name pattern
@@ -238,6 +247,9 @@ cmd_stop() {
     stop_one slurmdbd slurmdbd
     stop_one mariadbd mariadbd
     stop_one munged munged   # only if start started it
+    if [ -L /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" = "$SLURM_CONF" ]; then
+        rm -f /etc/slurm/slurm.conf
+    fi
 }
 
 cmd_status() {
@@ -253,6 +265,5 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    env) echo "export SLURM_CONF=$SLURM_CONF" ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac
