@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ class Failure(Exception):
     pass
 
 
-RUNS: list["Run"] = []  # stopped on failure (SIGTERM: snakemake cancels its SLURM jobs)
+RUNS: list["Run"] = []  # interrupted on failure
 
 
 def check(cond, message):
@@ -64,8 +65,9 @@ class Run:
 
     def __init__(self, workdir: Path, config: Path, name: str, targets: list[str] | None = None):
         self.log = workdir / f"{name}.out"
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--workflow-profile", str(PROFILE), "--configfile", str(config), *(targets or [])]
+        # targets first: --configfile takes every argument after it
+        cmd = [sys.executable, "-m", "snakemake", *(targets or []), "--snakefile", str(REPO / "Snakefile"),
+               "--directory", str(workdir), "--workflow-profile", str(PROFILE), "--configfile", str(config)]
         say(f"{name}: {' '.join(cmd)}")
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         self.workdir = workdir
@@ -373,11 +375,12 @@ if __name__ == "__main__":
     except Failure as e:
         for r in RUNS:
             if r.proc.poll() is None:
-                r.proc.terminate()
+                # SIGINT: snakemake scancels its jobs (SIGTERM would wait for them to finish)
+                r.proc.send_signal(signal.SIGINT)
                 try:
                     r.proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     r.proc.kill()
-                    print(f"snakemake (pid {r.proc.pid}) ignored SIGTERM for 60 s: killed", flush=True)
+                    print(f"snakemake (pid {r.proc.pid}) still running 60 s after SIGINT: killed", flush=True)
         print(f"test-slurm: FAIL | {e}", flush=True)
         sys.exit(1)

@@ -38,7 +38,11 @@ if gpus > 1:
             "-m", "minialbert.cli", command, "--config", str(config_file), "--output", out]
     print("[workflow] " + " ".join(argv), flush=True)
     repo = str(Path(snakemake.scriptdir).resolve().parent)  # noqa: F821
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, int(snakemake.threads) // gpus)),  # noqa: F821
+    per_process = str(max(1, int(snakemake.threads) // gpus))  # noqa: F821
+    # all BLAS pools, not only OpenMP: Snakemake sets MKL/OpenBLAS threads to the job's threads,
+    # and N processes x that many spinning threads make DDP steps ~40x slower (measured on 2 CPUs)
+    env = dict(os.environ, OMP_NUM_THREADS=per_process, MKL_NUM_THREADS=per_process,
+               OPENBLAS_NUM_THREADS=per_process,
                PYTHONPATH=os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p))
     subprocess.run(argv, check=True, env=env)
 else:
