@@ -40,8 +40,8 @@ def start(snakemake) -> dict:
 
 def _open_attempt_log(log: Path) -> int:
     """Snakemake deletes a job's log before every attempt (retry, SLURM requeue): write each
-    attempt to its own <name>.attempt<N>.log, headed by a line naming it, with the declared log
-    a hard link to the current one."""
+    attempt to its own <name>.attempt<N>.log (N counts all runs of this job), headed by a line
+    naming it, with the declared log a hard link to the current one."""
     stem = log.name[: -len(log.suffix)] if log.suffix else log.name
     n = 1 + len(list(log.parent.glob(f"{glob.escape(stem)}.attempt*{log.suffix}")))
     attempt = log.with_name(f"{stem}.attempt{n}{log.suffix}")
@@ -52,9 +52,9 @@ def _open_attempt_log(log: Path) -> int:
     except OSError:  # no hard links here: the declared log alone, as before
         os.close(fd)
         return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # a requeued SLURM job's runs share the job id (SLURM_RESTART_COUNT does not reach the step)
     job = os.environ.get("SLURM_JOB_ID")
-    where = f"SLURM job {job}, restart {os.environ.get('SLURM_RESTART_COUNT', '0')}" if job else f"pid {os.getpid()}"
-    os.write(fd, f"=== attempt {n} ({where}) ===\n".encode())
+    os.write(fd, f"=== attempt {n} ({f'SLURM job {job}' if job else f'pid {os.getpid()}'}) ===\n".encode())
     return fd
 
 
