@@ -224,8 +224,10 @@ def main() -> int:
     speed = calibrate(workdir, config, gpus)
     interval = max(5, round(3 * speed))                       # a checkpoint every ~3 s
     # multiples of the interval, so that the last step is logged
-    steps_a = interval * max(8, round(40 * speed / interval))   # ~40 s: scancel after the first checkpoint
-    steps_b = interval * max(8, round(150 * speed / interval))  # ~150 s: requeue, then a 1-min time limit
+    steps_a = interval * max(8, round(30 * speed / interval))   # ~30 s: scancel after the first checkpoint
+    # ~120 s: requeue after the first checkpoint, then the requeued run must outlive a 1-min limit
+    # (SLURM kills 60-90 s after its start, ~15 s of which are startup)
+    steps_b = interval * max(8, round(120 * speed / interval))
     for name, steps in (("student-a", steps_a), ("student-b", steps_b)):
         config["students"][name]["training"].update(max_steps=steps, checkpoint_interval=interval,
                                                     log_interval=interval)
@@ -370,7 +372,7 @@ def main() -> int:
                                                     "--name", uuid.pop(), "-o", "JobID").split()}
     check(sacct_ids == {j for j, _, _ in subs2}, f"sacct lists {sorted(sacct_ids)} for run 2, the log {subs2}")
 
-    rerun = ", ".join([f"{r}:{w}" for r, w in others if r != "finetune"] + ["4 x finetune:student-b/..."])
+    rerun = ", ".join([f"{r}:{w}" if w else r for r, w in others] + ["4 x finetune:student-b_*"])
     print(f"test-slurm: PASS | {len(subs0) + len(subs1)} sbatch jobs (26 + 2 resubmissions) | scancel {a1} at age {age}: noticed "
           f"{notice:.0f}s, resubmitted {resubmit:.0f}s, resumed at step {step_a} | requeue {b1}: same job, resumed at "
           f"step {step_b_requeue} | time limit {b1}: TIMEOUT, resubmitted as {b2}, resumed at step {step_b_timeout} | "
