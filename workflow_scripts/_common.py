@@ -6,6 +6,7 @@ injected; the scripts import this module from their own folder (snakemake.script
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ def start(snakemake) -> None:
     if snakemake.log:
         log = Path(snakemake.log[0])
         log.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = _open_attempt_log(log)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(fd, 1)
@@ -32,3 +33,23 @@ def start(snakemake) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM"):
         os.environ.setdefault(var, threads if var != "TOKENIZERS_PARALLELISM" else "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _open_attempt_log(log: Path) -> int:
+    """Snakemake deletes a job's log before every attempt (retry, SLURM requeue): write each
+    attempt to its own <name>.attempt<N>.log (N counts all runs of this job), headed by a line
+    naming it, with the declared log a hard link to the current one."""
+    stem = log.name[: -len(log.suffix)] if log.suffix else log.name
+    n = 1 + len(list(log.parent.glob(f"{glob.escape(stem)}.attempt*{log.suffix}")))
+    attempt = log.with_name(f"{stem}.attempt{n}{log.suffix}")
+    fd = os.open(attempt, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        log.unlink(missing_ok=True)
+        os.link(attempt, log)
+    except OSError:  # no hard links here: the declared log alone, as before
+        os.close(fd)
+        return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # a requeued SLURM job's runs share the job id (SLURM_RESTART_COUNT does not reach the step)
+    job = os.environ.get("SLURM_JOB_ID")
+    os.write(fd, f"=== attempt {n} ({f'SLURM job {job}' if job else f'pid {os.getpid()}'}) ===\n".encode())
+    return fd
