@@ -70,11 +70,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             if typing.get_origin(tp) is Literal:
                 kwargs["choices"] = typing.get_args(tp)
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    for old in getattr(cls, "RENAMED", {}):  # accepted only to be refused with the new name
+        parser.add_argument("--" + old.replace("_", "-"), dest=old, type=_parse_value, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
 
 
 def config_from_args(cls: type, args: argparse.Namespace):
-    """The config dataclass from the flags that were given (the rest keep their defaults)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    """The config dataclass from the flags that were given (the rest keep their defaults); an
+    old flag name fails in `from_dict`, naming the new one."""
+    names = {f.name for f in dataclasses.fields(cls)} | set(getattr(cls, "RENAMED", {}))
     return cls.from_dict({k: v for k, v in vars(args).items() if k in names})
 
 

@@ -323,6 +323,8 @@ class WindowsConfig(Section):
     num_proc: int = option(1, "tokenisation processes (the output does not depend on it)", minimum=1,
                            operational=True)
 
+    RENAMED: ClassVar[dict[str, str]] = {"max_windows_per_doc": "max_windows_per_document"}
+
 
 @dataclass(kw_only=True)
 class TokenizerConfig(Section):
