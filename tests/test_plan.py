@@ -156,3 +156,19 @@ def test_task_and_corpus_specs_are_checked_by_their_commands_validators():
     with pytest.raises(ConfigError) as e:
         plan(config)
     assert "config key tasks.sst2.spec: field 'glue_task' is 'sst3'" in str(e.value)
+
+
+def test_any_finetune_setting_can_be_given_per_mode():
+    config = copy.deepcopy(TINY)
+    config["tasks"]["sst2"]["finetune"] = {"epochs": {"adapter": 7}, "scheduler": {"adapter": "constant"},
+                                           "lr": {"adapter": [5e-3]}}
+    p = plan(config)
+    runs = {k: r for k, r in p.runs.items() if k[1] == "sst2"}
+    adapter = [r for k, r in runs.items() if k[2] == "adapter"]
+    full = [r for k, r in runs.items() if k[2] == "full"]
+    assert adapter and all(r["epochs"] == 7 and r["scheduler"] == "constant" and r["lr"] == 5e-3 for r in adapter)
+    default = plan().runs
+    assert full and all(r == default[k] for k, r in runs.items() if k[2] == "full")  # full mode: the defaults
+    config["tasks"]["sst2"]["finetune"]["epochs"] = {"adapter": 0.0, "full": -1}
+    with pytest.raises(ConfigError, match=r"tasks.sst2.finetune \(full mode\).epochs: expected a number >= 0"):
+        plan(config)

@@ -432,21 +432,18 @@ class Plan:
 
     # --------------------------------------------------------------------- fine-tuning runs
 
-    def finetune_settings(self, task: str) -> dict[str, Any]:
-        """The workflow's finetune defaults overlaid with the task's own overrides."""
-        settings = dict(self.config["finetune"])
-        settings.update(self.config["tasks"][task].get("finetune") or {})
+    def finetune_settings(self, task: str, mode: str) -> dict[str, Any]:
+        """The workflow's finetune defaults overlaid with the task's own overrides, for one tuning
+        mode. Any setting may be given per mode, `{full: ..., adapter: ...}` (the authors tuned each
+        mode on its own); a mode that a task's mapping leaves out takes the default's value."""
+        top, own = self.config["finetune"], self.config["tasks"][task].get("finetune") or {}
+        settings = {}
+        for k in dict.fromkeys([*top, *own]):
+            value = _for_mode(own[k], mode) if k in own else None
+            value = _for_mode(top.get(k), mode) if value is None else value
+            if value is not None:  # unset for this mode: the command's default
+                settings[k] = value
         return settings
-
-    def lr_grid(self, task: str, mode: str, problems: Problems) -> list[float]:
-        grid = self.finetune_settings(task)["lr"]
-        if isinstance(grid, dict):
-            default = self.config["finetune"]["lr"]
-            grid = grid.get(mode, default if isinstance(default, list) else default.get(mode))
-            if grid is None:
-                problems.fail(f"tasks.{task}.finetune.lr", f"no learning rates for mode '{mode}'")
-                return []
-        return grid
 
     def _runs(self, problems: Problems) -> dict[tuple[str, str, str, str, str], dict]:
         """(model, task, mode, lr label, seed) -> the run's FinetuneConfig fields, in a stable order."""
@@ -456,22 +453,32 @@ class Plan:
         for i, n in enumerate(names):
             if n not in self.models:
                 problems.fail(f"finetune.models[{i}]", f"'{n}' is not a teachers, students or baselines entry")
-        settings = {}
+        models = [self.models[n] for n in names if n in self.models]
+        settings = {}  # (task, mode) -> (FinetuneSettings, lr grid, seeds)
         for task, entry in self.config["tasks"].items():
             key = f"tasks.{task}.finetune" if entry.get("finetune") else "finetune"
-            raw = self.finetune_settings(task)
-            settings[task] = problems.section(FinetuneSettings, self._settings(raw, FINETUNE_WORKFLOW_KEYS), key,
-                                              also_allowed=FINETUNE_WORKFLOW_KEYS)
-        runs = {}
-        for model in (self.models[n] for n in names if n in self.models):
-            for task, s in settings.items():
-                if s is None:
+            for mode in dict.fromkeys(m for model in models for m in model.modes):
+                raw = self.finetune_settings(task, mode)
+                if raw.get("lr") is None:
+                    problems.fail(f"{key}.lr", f"no learning rates for mode '{mode}'")
                     continue
+                given = {**self.config["finetune"], **(entry.get("finetune") or {})}
+                per_mode = any(_for_mode(v, mode) is not v for k, v in given.items() if k != "lr")
+                section = problems.section(FinetuneSettings, self._settings(raw, FINETUNE_WORKFLOW_KEYS),
+                                           f"{key} ({mode} mode)" if per_mode else key,
+                                           also_allowed=FINETUNE_WORKFLOW_KEYS)
+                settings[task, mode] = (section, raw["lr"], raw["seeds"])
+        runs = {}
+        for model in models:
+            for task in self.config["tasks"]:
                 for mode in model.modes:
-                    for lr in self.lr_grid(task, mode, problems):
-                        for seed in self.finetune_settings(task)["seeds"]:
-                            run = dict(s.to_dict(), lr=float(lr), seed=int(seed), mode=mode)
-                            run["epochs"] = s.epochs * model.epochs_factor
+                    section, grid, seeds = settings.get((task, mode), (None, [], []))
+                    if section is None:
+                        continue
+                    for lr in grid:
+                        for seed in seeds:
+                            run = dict(section.to_dict(), lr=float(lr), seed=int(seed), mode=mode)
+                            run["epochs"] = section.epochs * model.epochs_factor
                             runs[(model.name, task, mode, lr_label(lr), str(seed))] = run
         return runs
 
@@ -610,6 +617,13 @@ class Plan:
         tasks = {t: {"group": e["group"], "report_split": e["report_split"]} for t, e in self.config["tasks"].items()}
         train_logs = {n: f"{self.models[n].inputs[0]}/train_log.jsonl" for n in self.trained_models()}
         return {"models": models, "tasks": tasks, "train_logs": train_logs}
+
+
+def _for_mode(value: Any, mode: str) -> Any:
+    """A finetune setting for one mode: `value[mode]` if it is given per mode, else `value`."""
+    if isinstance(value, dict) and value and set(value) <= set(MODES):
+        return value.get(mode)
+    return value
 
 
 def corpus_source(job: Mapping[str, Any]) -> dict:
