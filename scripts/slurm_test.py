@@ -225,9 +225,11 @@ def main() -> int:
     interval = max(5, round(3 * speed))                       # a checkpoint every ~3 s
     # multiples of the interval, so that the last step is logged
     steps_a = interval * max(8, round(30 * speed / interval))   # ~30 s: scancel after the first checkpoint
-    # ~120 s: requeue after the first checkpoint, then the requeued run must outlive a 1-min limit
+    # ~200 s: requeue after the first checkpoint, then the requeued run must outlive a 1-min limit;
+    # it runs while student-a's scancel is handled (up to a minute when the machine is loaded), so
+    # it needs a margin beyond that
     # (SLURM kills 60-90 s after its start, ~15 s of which are startup)
-    steps_b = interval * max(8, round(120 * speed / interval))
+    steps_b = interval * max(8, round(200 * speed / interval))
     for name, steps in (("student-a", steps_a), ("student-b", steps_b)):
         config["students"][name]["training"].update(max_steps=steps, checkpoint_interval=interval,
                                                     log_interval=interval)
