@@ -1,11 +1,12 @@
 """The SLURM integration test's driver (run by scripts/test-slurm.sh on a running local cluster).
 
 Runs the tiny workflow through profiles/slurm-local with longer distillations and, while it runs:
-  1. checks the multi-GPU launch of student-a's distill job: one srun task, one torchrun with
-     --nproc_per_node = the job's `gpu`, that many worker processes;
-  2. scancels student-a's distill job after its first checkpoint: Snakemake must notice within a
-     minute and resubmit, and the new attempt's log must say it resumed from a checkpoint;
-  3. `scontrol requeue`s student-b's distill job after its first checkpoint (same job id, resumes),
+  1. checks the multi-GPU launch of the first distill job SLURM starts (the one-node cluster runs
+     one at a time): one srun task, one torchrun with --nproc_per_node = the job's `gpu`, that
+     many worker processes;
+  2. scancels that job after its first checkpoint: Snakemake must notice within a minute and
+     resubmit, and the new attempt's log must say it resumed from a checkpoint;
+  3. `scontrol requeue`s the other student's distill job after its first checkpoint (same job id, resumes),
      then lowers that job's time limit to 1 min: SLURM kills it (TIMEOUT), Snakemake resubmits,
      and the next attempt resumes again;
 then the workflow must finish with all outputs. Finally it edits student-b and checks that exactly
@@ -63,10 +64,12 @@ def say(msg: str) -> None:
 class Run:
     """One snakemake invocation in the background, its output in a file that we poll."""
 
-    def __init__(self, workdir: Path, config: Path, name: str, targets: list[str] | None = None):
+    def __init__(self, workdir: Path, config: Path, name: str, targets: list[str] | None = None,
+                 options: list[str] | None = None):
         self.log = workdir / f"{name}.out"
         # targets first: --configfile takes every argument after it
-        cmd = [sys.executable, "-m", "snakemake", *(targets or []), "--snakefile", str(REPO / "Snakefile"),
+        cmd = [sys.executable, "-m", "snakemake", *(targets or []), *(options or []),
+               "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(workdir), "--workflow-profile", str(PROFILE), "--configfile", str(config)]
         say(f"{name}: {' '.join(cmd)}")
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
@@ -224,18 +227,19 @@ def main() -> int:
     speed = calibrate(workdir, config, gpus)
     interval = max(5, round(3 * speed))                       # a checkpoint every ~3 s
     # multiples of the interval, so that the last step is logged
-    steps_a = interval * max(8, round(30 * speed / interval))   # ~30 s: scancel after the first checkpoint
     # ~200 s: requeue after the first checkpoint, then the requeued run must outlive a 1-min limit;
     # it runs while student-a's scancel is handled (up to a minute when the machine is loaded), so
     # it needs a margin beyond that
     # (SLURM kills 60-90 s after its start, ~15 s of which are startup)
     steps_b = interval * max(8, round(200 * speed / interval))
-    for name, steps in (("student-a", steps_a), ("student-b", steps_b)):
+    # Whichever distillation SLURM starts first gets the scancel, the other the requeue and the
+    # time limit (the node runs one at a time: 2 CPUs), so both are sized for the longer role.
+    for name, steps in (("student-a", steps_b), ("student-b", steps_b)):
         config["students"][name]["training"].update(max_steps=steps, checkpoint_interval=interval,
                                                     log_interval=interval)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    say(f"distillation: {speed:.1f} steps/s on {gpus} fake GPUs -> student-a {steps_a} steps, student-b {steps_b} "
-        f"steps, a checkpoint every {interval}")
+    say(f"distillation: {speed:.1f} steps/s on {gpus} fake GPUs -> {steps_b} steps per student, "
+        f"a checkpoint every {interval}")
 
     # ------------------------------------------------------------------ run 1 with the faults
     run = Run(workdir, config_path, "run1")
@@ -248,15 +252,23 @@ def main() -> int:
             return None
         return cond
 
-    # 1 + 2: student-a, launch check, then scancel
-    a1 = run.wait("student-a's distill job to run and checkpoint", running_job("student-a"), timeout=900, poll=0.5)
+    # 1 + 2: the first distillation to run: launch check, then scancel
+    def first_running():
+        for student in ("student-a", "student-b"):
+            jobid = running_job(student)()
+            if jobid:
+                return student, jobid
+        return None
+
+    sa, a1 = run.wait("a distill job to run and checkpoint", first_running, timeout=900, poll=0.5)
+    sb = "student-b" if sa == "student-a" else "student-a"
     facts["launch"] = check_multi_gpu_launch(a1, gpus)
-    say(f"student-a distill = SLURM job {a1}: {facts['launch']}")
+    say(f"{sa} distill = SLURM job {a1}: {facts['launch']}")
     tl = job_state(a1).get("TimeLimit", "")
     check(tl in (f"{runtime_min // 1440}-{runtime_min % 1440 // 60:02d}:{runtime_min % 60:02d}:00",
                  f"{runtime_min // 60:02d}:{runtime_min % 60:02d}:00"),
           f"job {a1}: TimeLimit {tl}, expected the profile's runtime {runtime_min} min")
-    ckpt_before = checkpoints(workdir, "student-a")[-1]
+    ckpt_before = checkpoints(workdir, sa)[-1]
     age = job_state(a1).get("RunTime", "?")
     sh("scancel", a1)
     t0 = time.monotonic()
@@ -269,31 +281,31 @@ def main() -> int:
                     r"\(status command is not 'sacct'\)", run.text()), f"the scancel of {a1} was not seen through squeue")
     say(f"Snakemake noticed the scancel after {notice:.0f}s")
     check(notice <= NOTICE_LIMIT_S, f"Snakemake noticed the scancel of {a1} after {notice:.0f}s (> {NOTICE_LIMIT_S}s)")
-    a2 = run.wait("student-a's distill job to be resubmitted", lambda: (lambda ids: ids[-1] if len(ids) >= 2 else None)(
-        run.jobs_of("distill", "student-a")), timeout=120)
+    a2 = run.wait(f"{sa}'s distill job to be resubmitted", lambda: (lambda ids: ids[-1] if len(ids) >= 2 else None)(
+        run.jobs_of("distill", sa)), timeout=120)
     resubmit = time.monotonic() - t0
     say(f"resubmitted as SLURM job {a2} {resubmit:.0f}s after the scancel")
 
-    # 3: student-b: requeue, then a runtime-limit kill of the same job
-    b1 = run.wait("student-b's distill job to run and checkpoint", running_job("student-b"), timeout=900, poll=0.5)
-    ckpt_b = checkpoints(workdir, "student-b")[-1]
+    # 3: the other distillation: requeue, then a runtime-limit kill of the same job
+    b1 = run.wait(f"{sb}'s distill job to run and checkpoint", running_job(sb), timeout=900, poll=0.5)
+    ckpt_b = checkpoints(workdir, sb)[-1]
     sh("scontrol", "requeue", b1)
     say(f"scontrol requeue {b1} (latest checkpoint: step {ckpt_b})")
     run.wait(f"job {b1} to run again after the requeue",
              lambda: job_state(b1).get("JobState") == "RUNNING" and job_state(b1).get("Restarts") == "1", timeout=300)
-    log_b = workdir / "logs" / "distill" / "student-b.log"
-    run.wait("the requeued student-b job to resume", lambda: log_b.is_file() and "resuming from checkpoint" in
+    log_b = workdir / "logs" / "distill" / f"{sb}.log"
+    run.wait(f"the requeued {sb} job to resume", lambda: log_b.is_file() and "resuming from checkpoint" in
              log_b.read_text(errors="replace"), timeout=180)
-    check(run.jobs_of("distill", "student-b") == [b1], f"the requeue made Snakemake submit student-b again: "
-          f"{run.jobs_of('distill', 'student-b')}")
+    check(run.jobs_of("distill", sb) == [b1], f"the requeue made Snakemake submit {sb} again: "
+          f"{run.jobs_of('distill', sb)}")
     sh("scontrol", "update", f"JobId={b1}", "TimeLimit=1")
     say(f"time limit of {b1} lowered to 1 min")
     t_limit = time.monotonic()
     run.wait(f"SLURM to kill {b1} at its time limit",
              lambda: re.search(rf"SLURM-job '{b1}' failed, SLURM status is: 'TIMEOUT'", run.text()), timeout=240)
     say(f"{b1} TIMEOUT noticed {time.monotonic() - t_limit:.0f}s after lowering its limit")
-    b2 = run.wait("student-b's distill job to be resubmitted", lambda: (lambda ids: ids[-1] if len(ids) >= 2 else None)(
-        run.jobs_of("distill", "student-b")), timeout=120)
+    b2 = run.wait(f"{sb}'s distill job to be resubmitted", lambda: (lambda ids: ids[-1] if len(ids) >= 2 else None)(
+        run.jobs_of("distill", sb)), timeout=120)
 
     run.finish(timeout=1500)
     check("Falling back to 'sacct'" not in run.text(), "the plugin fell back to sacct for job status")
@@ -304,7 +316,7 @@ def main() -> int:
     for _, r, w in subs0 + subs1:
         counts[(r, w)] = counts.get((r, w), 0) + 1
     twice = {k for k, n in counts.items() if n == 2}
-    check(len(counts) == 26 and twice == {("distill", "student-a"), ("distill", "student-b")}
+    check(len(counts) == 26 and twice == {("distill", sa), ("distill", sb)}
           and max(counts.values()) == 2, f"submissions per job: {counts}")
 
     # outputs and logs of run 1
@@ -338,20 +350,20 @@ def main() -> int:
         check(m, f"{what}: no 'resuming from checkpoint' in its log")
         return int(m[-1])
 
-    runs_a1, runs_a2 = attempt_logs("student-a", a1), attempt_logs("student-a", a2)
-    runs_b1, runs_b2 = attempt_logs("student-b", b1), attempt_logs("student-b", b2)
+    runs_a1, runs_a2 = attempt_logs(sa, a1), attempt_logs(sa, a2)
+    runs_b1, runs_b2 = attempt_logs(sb, b1), attempt_logs(sb, b2)
     check(len(runs_a1) == 1 and len(runs_a2) == 1 and len(runs_b2) == 1 and len(runs_b1) == 2,
-          f"per-attempt logs: student-a {len(runs_a1)} of job {a1}, {len(runs_a2)} of {a2}; student-b "
+          f"per-attempt logs: {sa} {len(runs_a1)} of job {a1}, {len(runs_a2)} of {a2}; {sb} "
           f"{len(runs_b1)} of {b1} (expected 2: before and after the requeue), {len(runs_b2)} of {b2}")
-    step_a = resumed_step(runs_a2[0], f"student-a, job {a2}")
-    check(step_a >= ckpt_before, f"student-a resumed at step {step_a}, before the checkpoint {ckpt_before}")
-    step_b_requeue = resumed_step(runs_b1[1], f"student-b, job {b1} after the requeue")
-    step_b_timeout = resumed_step(runs_b2[0], f"student-b, job {b2} after the time limit")
+    step_a = resumed_step(runs_a2[0], f"{sa}, job {a2}")
+    check(step_a >= ckpt_before, f"{sa} resumed at step {step_a}, before the checkpoint {ckpt_before}")
+    step_b_requeue = resumed_step(runs_b1[1], f"{sb}, job {b1} after the requeue")
+    step_b_timeout = resumed_step(runs_b2[0], f"{sb}, job {b2} after the time limit")
     for text in runs_a1 + runs_a2 + runs_b1 + runs_b2:
         launches = len(re.findall(rf"torch\.distributed\.run --standalone --nproc_per_node={gpus} ", text))
         check(launches == 1, f"{launches} torchrun launches in the log headed {text.splitlines()[0]}")
-    check((workdir / "logs" / "distill" / "student-a.log").read_text() == runs_a2[0],
-          "logs/distill/student-a.log is not the last attempt's log")
+    check((workdir / "logs" / "distill" / f"{sa}.log").read_text() == runs_a2[0],
+          f"logs/distill/{sa}.log is not the last attempt's log")
 
     # ------------------------------------------------------------------ run 2: edit one student
     config["students"]["student-b"]["training"].update(max_steps=20, checkpoint_interval=10)
@@ -375,8 +387,8 @@ def main() -> int:
     check(sacct_ids == {j for j, _, _ in subs2}, f"sacct lists {sorted(sacct_ids)} for run 2, the log {subs2}")
 
     rerun = ", ".join([f"{r}:{w}" if w else r for r, w in others] + ["4 x finetune:student-b_*"])
-    print(f"test-slurm: PASS | {len(subs0) + len(subs1)} sbatch jobs (26 + 2 resubmissions) | scancel {a1} at age {age}: noticed "
-          f"{notice:.0f}s, resubmitted {resubmit:.0f}s, resumed at step {step_a} | requeue {b1}: same job, resumed at "
+    print(f"test-slurm: PASS | {len(subs0) + len(subs1)} sbatch jobs (26 + 2 resubmissions) | scancel {a1} ({sa}) at age {age}: noticed "
+          f"{notice:.0f}s, resubmitted {resubmit:.0f}s, resumed at step {step_a} | requeue {b1} ({sb}): same job, resumed at "
           f"step {step_b_requeue} | time limit {b1}: TIMEOUT, resubmitted as {b2}, resumed at step {step_b_timeout} | "
           f"launch: {facts['launch']} | rerun after editing student-b: {len(subs2)} jobs ({rerun}) | "
           f"{time.monotonic() - t_start:.0f}s", flush=True)
