@@ -292,7 +292,10 @@ def main() -> int:
     sh("scontrol", "requeue", b1)
     say(f"scontrol requeue {b1} (latest checkpoint: step {ckpt_b})")
     run.wait(f"job {b1} to run again after the requeue",
-             lambda: job_state(b1).get("JobState") == "RUNNING" and job_state(b1).get("Restarts") == "1", timeout=300)
+             lambda: job_state(b1).get("JobState") == "RUNNING" and job_state(b1).get("Restarts") == "1",
+             # SLURM holds a requeued job ~2 min, then it waits for the node: the other student's
+             # resubmitted distillation (~200 s of work) may hold both CPUs
+             timeout=720)
     log_b = workdir / "logs" / "distill" / f"{sb}.log"
     run.wait(f"the requeued {sb} job to resume", lambda: log_b.is_file() and "resuming from checkpoint" in
              log_b.read_text(errors="replace"), timeout=180)
