@@ -347,9 +347,6 @@ class EfficiencyConfig(Section):
     RENAMED: ClassVar[dict[str, str]] = {"seq_len": "max_length", "warmup": "warmup_repeats"}
 
 
-FINETUNE_MODES = ("full", "adapter")
-
-
 @dataclass(kw_only=True)
 class FinetuneSettings(Section):
     """What a fine-tuning run computes besides model, task, mode, lr and seed (the workflow's

@@ -58,8 +58,6 @@ def load_tokenizer(source: str, key: str):
 def load_teacher(source: str):
     from transformers import AutoModelForMaskedLM
 
-    import minialbert  # noqa: F401  (a teacher may itself be a minialbert model)
-
     try:
         return AutoModelForMaskedLM.from_pretrained(source)
     except Exception as e:  # noqa: BLE001

@@ -16,14 +16,13 @@ from transformers import (
 
 import minialbert  # noqa: F401
 from minialbert import (
-    MiniAlbertConfig,
     MiniAlbertForMaskedLM,
     MiniAlbertForSequenceClassification,
     MiniAlbertForTokenClassification,
     MiniAlbertModel,
     init_embeddings_from,
 )
-from tiny_models import TINY, batch, tiny_config
+from tiny_models import batch, tiny_config
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,6 @@ def _scratch(job: Any, cfg: dict) -> None:
 
 
 def _download(job: Any, cfg: dict) -> None:
-    import minialbert  # noqa: F401  (registers the minialbert model type)
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     kwargs = {"revision": cfg["revision"]} if cfg.get("revision") else {}
