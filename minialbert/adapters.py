@@ -9,9 +9,11 @@
 - `prepare_for_adapter_tuning(model, reduction_factor)`: both, as `finetune --mode adapter` does.
 - `count_parameters(model)`: {unique, total, trainable}, the shared layer counted per recursion.
 
-Another per-recursion method (LoRA) fits beside the adapter: its module class in the first
-section, its `add_*` function in the second, and its class in `TUNABLE_MODULES`, which is all
-that freezing by structure needs to know.
+- `RecursionRelaxation`: what one recursion of a relaxed MiniALBERT owns besides its adapters
+  (LoRA deltas, LayerNorms, biases of the shared layer's linears; Bae et al. 2025).
+
+A new per-recursion method fits beside these: its module class in the first section and its
+class in `TUNABLE_MODULES`, which is all that freezing by structure needs to know.
 """
 
 from __future__ import annotations
@@ -57,9 +59,76 @@ class BottleneckAdapter(nn.Module):
         return h if self.norm is None else self.norm(h)
 
 
-# What adapter tuning trains inside the encoder; everything else in it is frozen.
-# The per-recursion LoRA module joins this tuple.
-TUNABLE_MODULES: tuple[type[nn.Module], ...] = (BottleneckAdapter,)
+# Where each relaxable linear / LayerNorm sits inside a MiniAlbertLayer.
+TARGET_PATHS = {"query": "attention.query", "key": "attention.key", "value": "attention.value",
+                "dense": "attention.dense", "ffn": "feed_forward.ffn", "ffn_output": "feed_forward.ffn_output"}
+NORM_PATHS = {"attention": "attention.LayerNorm", "ffn": "feed_forward.full_layer_layer_norm"}
+
+
+class RelaxedLinear(nn.Module):
+    """One recursion's change to one shared linear W (out x in), b: the LoRA factors `lora_A`
+    (r x in) and `lora_B` (out x r), scaled by alpha / r, and/or its own `bias` (out)."""
+
+    def __init__(self, out_features: int, in_features: int, rank: int, scale: float, own_bias: bool):
+        super().__init__()
+        self.scale = scale
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features)) if rank else None
+        self.lora_B = nn.Parameter(torch.empty(out_features, rank)) if rank else None
+        self.bias = nn.Parameter(torch.empty(out_features)) if own_bias else None
+
+    def effective(self, linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) this recursion applies in place of `linear`'s."""
+        weight = linear.weight
+        if self.lora_A is not None:
+            weight = weight + self.scale * (self.lora_B @ self.lora_A)
+        return weight, linear.bias if self.bias is None else self.bias
+
+
+class RecursionRelaxation(nn.Module):
+    """What recursion i of a relaxed MiniALBERT owns (config.lora_rank, relax_norms, relax_biases):
+
+    - `linears[t]` (a `RelaxedLinear`) per target linear t: its LoRA delta, so the recursion
+      applies W_t + (alpha / r) B A instead of the shared W_t, and/or its own bias (the shared
+      linear then has none);
+    - `norms["attention"]`, `norms["ffn"]`: its own two LayerNorms (the shared layer then has none).
+    `overrides(layer)` builds the effective parameters once per forward (an r x in x out cost
+    per target, not extra matmuls over the activations). A new model starts them at A ~ N(0, std),
+    B = 0, biases 0, norms 1/0 (its `_init_weights`); `minialbert.student_init` fits them to a
+    teacher instead.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.linears = None
+        if config.lora_rank or config.relax_biases:
+            self.linears = nn.ModuleDict({
+                t: RelaxedLinear(o, i, config.lora_rank, config.lora_scale, config.relax_biases)
+                for t, (o, i) in relaxation_shapes(config).items()
+            })
+        self.norms = None
+        if config.relax_norms:
+            self.norms = nn.ModuleDict({k: nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+                                        for k in NORM_PATHS})
+
+    def overrides(self, layer: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """{path in the layer: (weight, bias)} of every linear and norm this recursion changes."""
+        out = {TARGET_PATHS[t]: relaxed.effective(layer.get_submodule(TARGET_PATHS[t]))
+               for t, relaxed in (self.linears or {}).items()}
+        for k, norm in (self.norms or {}).items():
+            out[NORM_PATHS[k]] = (norm.weight, norm.bias)
+        return out
+
+
+def relaxation_shapes(config) -> dict[str, tuple[int, int]]:
+    """(out, in) features of each relaxed target linear of a MiniALBERT layer."""
+    H, I = config.hidden_size, config.intermediate_size
+    shapes = {"query": (H, H), "key": (H, H), "value": (H, H), "dense": (H, H), "ffn": (I, H), "ffn_output": (H, I)}
+    return {t: shapes[t] for t in config.relaxation_targets}
+
+
+# What adapter tuning trains inside the encoder: everything a recursion owns. The rest of the
+# encoder (embeddings, projector, shared layers) is frozen.
+TUNABLE_MODULES: tuple[type[nn.Module], ...] = (BottleneckAdapter, RecursionRelaxation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +260,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
     - `unique`: distinct parameter tensors (what is stored on disk);
     - `total`: parameters as executed, so a MiniALBERT's shared layer counts once per
-      recursion (what an unshared model of the same depth would need);
+      recursion that applies it (what an unshared model of the same depth would need);
     - `trainable`: distinct tensors with requires_grad.
     Pass `model.base_model` for the encoder alone (no task or MLM head).
     """
@@ -203,9 +272,10 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         "trainable": sum(p.numel() for p in unique.values() if p.requires_grad),
     }
     repeated = sum(
-        (m.config.num_hidden_layers - 1) * sum(p.numel() for p in m.layer.parameters())
+        (m.config.recursion_layers.count(j) - 1) * sum(p.numel() for p in layer.parameters())
         for m in model.modules()
         if isinstance(m, MiniAlbertModel)
+        for j, layer in enumerate(m.shared_layers)
     )
     counts["total"] = counts["unique"] + repeated
     return counts

@@ -8,6 +8,35 @@ from transformers import PreTrainedConfig
 # activations the model builds itself (torch.nn); any other transformers ACT2FN name also works
 COMMON_ACTIVATIONS = ("gelu", "relu", "silu", "swish", "gelu_pytorch_tanh", "tanh")
 
+SHARING_PATTERNS = ("cycle", "sequence", "cycle_rev")
+# The linear layers of a shared layer that relaxation (per-recursion LoRA and biases) can target.
+RELAXATION_TARGETS = ("query", "key", "value", "dense", "ffn", "ffn_output")
+
+
+def sharing_pattern(num_recursions: int, unique_layers: int, sharing: str = "cycle") -> list[int]:
+    """Which unique layer (0-based) each of the N recursions applies (Takase & Kiyono 2021).
+
+    With N recursions over M unique layers (1 <= M <= N):
+    - `cycle`:     recursion i applies layer i mod M                    N=6, M=3: ABCABC
+    - `sequence`:  floor(i * M / N): each layer applied for a contiguous run of recursions,
+                   the runs as equal as N allows                        N=6, M=3: AABBCC
+    - `cycle_rev`: `cycle` for the first M * max(1, ceil(N/M) - 1) recursions, then the
+                   layers in reverse order, M-1 - (i mod M)             N=6, M=3: ABCCBA
+    Every pattern uses each of the M layers at least once; with M = 1 all are [0] * N and with
+    M = N all are [0, 1, ..., N-1] (an unshared stack).
+    """
+    N, M = num_recursions, unique_layers
+    if not 1 <= M <= N:
+        raise ValueError(f"unique_layers must be between 1 and num_recursions ({N}), got {M}")
+    if sharing == "cycle":
+        return [i % M for i in range(N)]
+    if sharing == "sequence":
+        return [i * M // N for i in range(N)]
+    if sharing == "cycle_rev":
+        cycled = M * max(1, -(-N // M) - 1)
+        return [i % M if i < cycled else M - 1 - i % M for i in range(N)]
+    raise ValueError(f"sharing must be one of {', '.join(SHARING_PATTERNS)}, got {sharing!r}")
+
 
 @strict
 class MiniAlbertConfig(PreTrainedConfig):
@@ -17,6 +46,14 @@ class MiniAlbertConfig(PreTrainedConfig):
     ("recursions"). Embeddings have width `embedding_size` (E) and are projected to H when
     E != H. With `use_adapter`, every recursion owns two bottleneck adapters of width
     `hidden_size // reduction_factor`, placed before the attention and the FFN blocks.
+
+    Beyond the paper (all off by default, which is the paper's student):
+    - `unique_layers` M distinct layers shared over the N recursions by the `sharing` pattern
+      (`sharing_pattern`); M = 1 is MiniALBERT.
+    - Relaxed recursion (Bae et al. 2025): every recursion i may own a LoRA delta of rank
+      `lora_rank` on the `lora_targets` linears (W_shared + lora_alpha / lora_rank * B_i A_i),
+      its own LayerNorms (`relax_norms`) and its own biases of the target linears
+      (`relax_biases`); the shared layers then hold no norms / no such biases.
 
     Example (the paper's general-domain student):
         MiniAlbertConfig(embedding_size=128, num_hidden_layers=6, use_adapter=True)
@@ -40,6 +77,13 @@ class MiniAlbertConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     use_adapter: bool = True
     reduction_factor: int = 16
+    unique_layers: int = 1
+    sharing: str = "cycle"
+    lora_rank: int = 0
+    lora_alpha: float | int | None = None
+    lora_targets: list[str] | None = None
+    relax_norms: bool = False
+    relax_biases: bool = False
     pad_token_id: int | None = 0
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -55,6 +99,28 @@ class MiniAlbertConfig(PreTrainedConfig):
     @property
     def adapter_size(self) -> int:
         return self.hidden_size // self.reduction_factor
+
+    @property
+    def recursion_layers(self) -> list[int]:
+        """The unique layer each recursion applies (`sharing_pattern`)."""
+        return sharing_pattern(self.num_hidden_layers, self.unique_layers, self.sharing)
+
+    @property
+    def relaxation_targets(self) -> tuple[str, ...]:
+        """The linears that own per-recursion LoRA deltas and biases (default: all six)."""
+        return tuple(RELAXATION_TARGETS if self.lora_targets is None else self.lora_targets)
+
+    @property
+    def lora_scale(self) -> float:
+        """alpha / rank (alpha defaults to the rank: scale 1)."""
+        if not self.lora_rank:
+            return 0.0
+        return (self.lora_rank if self.lora_alpha is None else self.lora_alpha) / self.lora_rank
+
+    @property
+    def is_relaxed(self) -> bool:
+        """Whether recursions own anything besides adapters (then `relaxations` holds it)."""
+        return bool(self.lora_rank) or self.relax_norms or self.relax_biases
 
     def __post_init__(self, **kwargs):
         # Checked here rather than in a @strict validator so that callers get a plain
@@ -74,6 +140,7 @@ class MiniAlbertConfig(PreTrainedConfig):
             "max_position_embeddings",
             "type_vocab_size",
             "reduction_factor",
+            "unique_layers",
         ):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -96,9 +163,27 @@ class MiniAlbertConfig(PreTrainedConfig):
                     f"MiniAlbertConfig.hidden_act {self.hidden_act!r} is not a known activation; "
                     f"expected one of {sorted(ACT2FN)}"
                 )
+        try:
+            sharing_pattern(self.num_hidden_layers, self.unique_layers, self.sharing)
+        except ValueError as e:
+            raise ValueError(f"MiniAlbertConfig: {e}") from None
+        self._check_relaxation()
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
             value = getattr(self, field)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"MiniAlbertConfig.{field} must be in [0, 1), got {value!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"MiniAlbertConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+
+    def _check_relaxation(self):
+        rank = self.lora_rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= self.hidden_size:
+            raise ValueError(f"MiniAlbertConfig.lora_rank must be an integer in [0, hidden_size = "
+                             f"{self.hidden_size}], got {rank!r}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"MiniAlbertConfig.lora_alpha must be positive (or null: the rank), got {self.lora_alpha!r}")
+        targets = self.relaxation_targets
+        unknown = [t for t in targets if t not in RELAXATION_TARGETS]
+        if unknown or not targets or len(set(targets)) != len(targets):
+            raise ValueError(f"MiniAlbertConfig.lora_targets must be distinct names from "
+                             f"{', '.join(RELAXATION_TARGETS)}, got {self.lora_targets!r}")

@@ -8,12 +8,14 @@ nh heads, hs head size (H / nh), V vocabulary, L labels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -21,8 +23,33 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-from .adapters import BottleneckAdapter
+from .adapters import BottleneckAdapter, RecursionRelaxation, RelaxedLinear
 from .configuration import MiniAlbertConfig
+
+# A relaxed recursion's parameters for one block: {name in the block: (weight, bias)}.
+Overrides = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def _linear(block: nn.Module, name: str, x: torch.Tensor, params: Overrides | None) -> torch.Tensor:
+    """block.<name>(x), with the recursion's own weight/bias when it has them."""
+    if params is not None and name in params:
+        return F.linear(x, *params[name])
+    return getattr(block, name)(x)
+
+
+def _norm(block: nn.Module, name: str, x: torch.Tensor, params: Overrides | None, eps: float) -> torch.Tensor:
+    """block.<name>(x) (a LayerNorm), with the recursion's own LayerNorm when it has one."""
+    if params is not None and name in params:
+        return F.layer_norm(x, x.shape[-1:], *params[name], eps=eps)
+    return getattr(block, name)(x)
+
+
+@dataclass
+class MiniAlbertModelOutput(BaseModelOutput):
+    """BaseModelOutput plus `qkv`: one recursion's projected (queries, keys, values), each
+    (B, T, H), when asked for with `output_qkv`."""
+
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 class MiniAlbertEmbeddings(nn.Module):
@@ -54,19 +81,25 @@ class MiniAlbertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
+def _shared_parts(config: MiniAlbertConfig, names: tuple[str, ...]) -> dict[str, bool]:
+    """{linear name: has a bias} for a shared layer's linears; relaxed biases live per recursion."""
+    relaxed = set(config.relaxation_targets) if config.relax_biases else set()
+    return {name: name not in relaxed for name in names}
+
+
 class MiniAlbertAttention(nn.Module):
-    """Post-LN multi-head self-attention block: LayerNorm(x + Dropout(Dense(MHSA(x))))."""
+    """Post-LN multi-head self-attention block: LayerNorm(x + Dropout(Dense(MHSA(x)))).
+    `params` (a relaxed recursion's overrides) replaces any of its weights, biases and norm."""
 
     def __init__(self, config: MiniAlbertConfig):
         super().__init__()
         H = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_size = H // self.num_heads
-        self.query = nn.Linear(H, H)
-        self.key = nn.Linear(H, H)
-        self.value = nn.Linear(H, H)
-        self.dense = nn.Linear(H, H)
-        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        for name, bias in _shared_parts(config, ("query", "key", "value", "dense")).items():
+            setattr(self, name, nn.Linear(H, H, bias=bias))
+        self.eps = config.layer_norm_eps
+        self.LayerNorm = None if config.relax_norms else nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -74,8 +107,11 @@ class MiniAlbertAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)
 
-    def forward(self, x, additive_mask, output_attentions: bool = False):
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+    def forward(self, x, additive_mask, output_attentions: bool = False, params: Overrides | None = None,
+                output_qkv: bool = False):
+        """-> (output, attention probabilities or None, the projected (q, k, v) (B, T, H) or None)."""
+        qkv = tuple(_linear(self, name, x, params) for name in ("query", "key", "value"))
+        q, k, v = (self._heads(t) for t in qkv)
         p_drop = self.attention_dropout if self.training else 0.0
         if output_attentions:
             # Reference path: the probabilities are materialised because the caller wants them.
@@ -88,7 +124,9 @@ class MiniAlbertAttention(nn.Module):
             probs = None
         B, _, T, _ = context.shape
         context = context.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
-        return self.LayerNorm(x + self.output_dropout(self.dense(context))), probs
+        out = _norm(self, "LayerNorm", x + self.output_dropout(_linear(self, "dense", context, params)), params,
+                    self.eps)
+        return out, probs, (qkv if output_qkv else None)
 
 
 def activation(name: str) -> nn.Module:
@@ -108,18 +146,23 @@ class MiniAlbertFeedForward(nn.Module):
 
     def __init__(self, config: MiniAlbertConfig):
         super().__init__()
-        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
+        bias = _shared_parts(config, ("ffn", "ffn_output"))
+        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias["ffn"])
+        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias["ffn_output"])
         self.activation = activation(config.hidden_act)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.eps = config.layer_norm_eps
+        self.full_layer_layer_norm = (
+            None if config.relax_norms else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        )
 
-    def forward(self, x):
-        return self.full_layer_layer_norm(x + self.dropout(self.ffn_output(self.activation(self.ffn(x)))))
+    def forward(self, x, params: Overrides | None = None):
+        h = _linear(self, "ffn_output", self.activation(_linear(self, "ffn", x, params)), params)
+        return _norm(self, "full_layer_layer_norm", x + self.dropout(h), params, self.eps)
 
 
 class MiniAlbertLayer(nn.Module):
-    """The one transformer layer every recursion shares."""
+    """A transformer layer shared by recursions (MiniALBERT: one, applied by all of them)."""
 
     def __init__(self, config: MiniAlbertConfig):
         super().__init__()
@@ -137,12 +180,23 @@ class MiniAlbertPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """normal(0, initializer_range) for Linear/Embedding, LayerNorm weight 1 / bias 0."""
+        """normal(0, initializer_range) for Linear/Embedding, LayerNorm weight 1 / bias 0; a
+        relaxation's LoRA delta starts at zero (A normal, B = 0), its biases at 0."""
         super()._init_weights(module)
+        if isinstance(module, RelaxedLinear):
+            for param, zero in ((module.lora_A, False), (module.lora_B, True), (module.bias, True)):
+                if param is not None:
+                    init.zeros_(param) if zero else init.normal_(param, mean=0.0, std=self.config.initializer_range)
 
 
 class MiniAlbertModel(MiniAlbertPreTrainedModel):
-    """The recursive encoder: embeddings -> (projector) -> N applications of the shared layer."""
+    """The recursive encoder: embeddings -> (projector) -> N recursions, recursion i applying
+    shared layer `config.recursion_layers[i]` with its own adapters and relaxation.
+
+    Checkpoint layout: one unique layer is `layer` (the paper's student and the authors'
+    checkpoints); M > 1 unique layers are `layers.0` ... `layers.{M-1}`. Per-recursion parts:
+    `att_adapters.{i}`, `ffn_adapters.{i}`, `relaxations.{i}`.
+    """
 
     def __init__(self, config: MiniAlbertConfig):
         super().__init__(config)
@@ -152,11 +206,22 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
             if config.embedding_size != config.hidden_size
             else None
         )
-        self.layer = MiniAlbertLayer(config)
+        if config.unique_layers == 1:
+            self.layer = MiniAlbertLayer(config)
+        else:
+            self.layers = nn.ModuleList(MiniAlbertLayer(config) for _ in range(config.unique_layers))
+        self.relaxations = None
+        if config.is_relaxed:
+            self.relaxations = nn.ModuleList(RecursionRelaxation(config) for _ in range(config.num_hidden_layers))
         self.att_adapters = self.ffn_adapters = None
         if config.use_adapter:
             self.att_adapters, self.ffn_adapters = self._new_adapters(config)
         self.post_init()
+
+    @property
+    def shared_layers(self) -> list[MiniAlbertLayer]:
+        """The M unique layers, in order."""
+        return [self.layer] if self.config.unique_layers == 1 else list(self.layers)
 
     @staticmethod
     def _new_adapters(config):
@@ -196,8 +261,11 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_qkv: int | None = None,
         **kwargs,
     ):
+        """`output_qkv=i` also returns recursion i's projected queries, keys and values
+        (B, T, H) as `qkv` (what relation distillation compares); negative i counts from the end."""
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -214,13 +282,24 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
 
         hidden_states = [h] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for i in range(self.config.num_hidden_layers):
+        N, qkv = self.config.num_hidden_layers, None
+        qkv_at = None if output_qkv is None else range(N)[output_qkv]
+        shared = self.shared_layers
+        for i, j in enumerate(self.config.recursion_layers):
+            layer = shared[j]
+            att_params = ffn_params = None
+            if self.relaxations is not None:
+                params = self.relaxations[i].overrides(layer)
+                att_params = {k.removeprefix("attention."): v for k, v in params.items() if k.startswith("attention.")}
+                ffn_params = {k.removeprefix("feed_forward."): v for k, v in params.items()
+                              if k.startswith("feed_forward.")}
             if self.att_adapters is not None:
                 h = self.att_adapters[i](h)
-            h, probs = self.layer.attention(h, additive_mask, output_attentions)
+            h, probs, captured = layer.attention(h, additive_mask, output_attentions, att_params, i == qkv_at)
+            qkv = captured if i == qkv_at else qkv
             if self.ffn_adapters is not None:
                 h = self.ffn_adapters[i](h)
-            h = self.layer.feed_forward(h)
+            h = layer.feed_forward(h, ffn_params)
             if output_hidden_states:
                 hidden_states.append(h)
             if output_attentions:
@@ -229,8 +308,8 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         hidden_states = tuple(hidden_states) if output_hidden_states else None
         attentions = tuple(attentions) if output_attentions else None
         if not return_dict:
-            return tuple(v for v in (h, hidden_states, attentions) if v is not None)
-        return BaseModelOutput(last_hidden_state=h, hidden_states=hidden_states, attentions=attentions)
+            return tuple(v for v in (h, hidden_states, attentions, qkv) if v is not None)
+        return MiniAlbertModelOutput(last_hidden_state=h, hidden_states=hidden_states, attentions=attentions, qkv=qkv)
 
 
 class MiniAlbertWithHead(MiniAlbertPreTrainedModel):

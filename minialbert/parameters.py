@@ -66,7 +66,7 @@ def init_embeddings_from(model: MiniAlbertPreTrainedModel, source: nn.Module | s
         new.token_type_embeddings = nn.Embedding(config.type_vocab_size, width).to(src.word_embeddings.weight)
         nn.init.zeros_(new.token_type_embeddings.weight)
     base.embeddings = new
-    ref = next(base.layer.parameters())
+    ref = next(base.embeddings.parameters())
     base.embeddings.to(ref.device, ref.dtype)
     if width != config.embedding_size or (base.projector is None) != (width == config.hidden_size):
         base.projector = None

@@ -211,9 +211,9 @@ def test_adding_generic_adapters_twice_is_refused():
 
 
 def test_freezing_without_adapters_is_refused():
-    with pytest.raises(ConfigError, match="no BottleneckAdapter modules"):
+    with pytest.raises(ConfigError, match="no BottleneckAdapter, RecursionRelaxation modules"):
         freeze_for_adapter_tuning(tiny_bert())
-    with pytest.raises(ConfigError, match="no BottleneckAdapter modules"):
+    with pytest.raises(ConfigError, match="no BottleneckAdapter, RecursionRelaxation modules"):
         freeze_for_adapter_tuning(MiniAlbertForSequenceClassification(tiny_config(use_adapter=False)))
 
 
