@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare-task": ("minialbert.tasks", "read a GLUE / BioBERT NER / hub / custom-file task and write a prepared task dir"),
     "pretrain-teacher": ("minialbert.distill", "pre-train a BERT masked-LM teacher from scratch on a windows dataset"),
     "init-scratch": ("minialbert.distill", "save a BERT of a teacher's shape, randomly initialised and untrained (source: scratch)"),
+    "init-student": ("minialbert.distill", "save the student `distill` starts from (same config), untrained"),
     "distill": ("minialbert.distill", "distil a MiniALBERT student from a masked-LM teacher (config-driven, resumable, DDP)"),
     "import-authors-checkpoint": (
         "minialbert.convert_cli",

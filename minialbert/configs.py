@@ -232,12 +232,49 @@ class TeacherModelConfig(Section):
                               f"({self.hidden_size}), got {self.num_attention_heads}")
 
 
+# the linears of a MiniALBERT layer that relaxation can target (MiniAlbertConfig.lora_targets)
+RELAXATION_TARGETS = ("query", "key", "value", "dense", "ffn", "ffn_output")
+
+
+@dataclass(kw_only=True)
+class RelaxationConfig(Section):
+    """Relaxed recursion (Bae et al. 2025): what each recursion owns besides its adapters."""
+
+    lora_rank: int = option(0, "rank r of each recursion's LoRA delta on the targets; 0: none", minimum=0)
+    lora_alpha: float | None = option(None, "the delta is scaled by alpha / r; null: alpha = r (scale 1)", above=0)
+    lora_init: Literal["svd", "zeros"] = option(
+        "svd", "svd: truncated SVD of W_teacher[layer_map[i]] - W_shared (needs the teacher's layer shape); "
+        "zeros: A normal, B = 0")
+    lora_targets: list[Literal["query", "key", "value", "dense", "ffn", "ffn_output"]] = option(
+        factory=lambda: list(RELAXATION_TARGETS), doc="the shared linears that get deltas (and own biases)")
+    norms: bool = option(False, "each recursion owns its two LayerNorms (from its teacher layer)")
+    biases: bool = option(False, "each recursion owns the biases of the target linears (from its teacher layer)")
+
+    def check(self, key: str) -> None:
+        if not self.lora_targets or len(set(self.lora_targets)) != len(self.lora_targets):
+            raise ConfigError(f"{_join(key, 'lora_targets')}: expected distinct names from "
+                              f"{', '.join(RELAXATION_TARGETS)}, got {self.lora_targets}")
+
+    @property
+    def relaxed(self) -> bool:
+        return bool(self.lora_rank) or self.norms or self.biases
+
+
 @dataclass(kw_only=True)
 class StudentConfig(Section):
     """The MiniALBERT student of `distill`; null sizes are the teacher's."""
 
-    num_recursions: int = option(6, "N: how often the shared layer is applied", minimum=1)
-    embedding_size: int = option(128, "E of the factorised embeddings (projected to H)", minimum=1)
+    num_recursions: int = option(6, "N: how often the shared layers are applied", minimum=1)
+    unique_layers: int = option(1, "M distinct layers shared over the N recursions (1: MiniALBERT)", minimum=1)
+    sharing: Literal["cycle", "sequence", "cycle_rev"] = option(
+        "cycle", "which layer each recursion applies; N=6, M=3: cycle ABCABC, sequence AABBCC, cycle_rev ABCCBA")
+    init_from_teacher: Literal["stepwise", "average", "lower"] | None = option(
+        None, "copy teacher layers into the shared ones (and the teacher's embeddings and MLM head); "
+        "null: random init")
+    relaxation: RelaxationConfig = option(factory=RelaxationConfig, doc="per-recursion LoRA, norms, biases")
+    embedding_size: int | None = option(
+        None, "E of the factorised embeddings (projected to H); null: 128, or the teacher's H when "
+        "init_from_teacher copies its embeddings", minimum=1)
     hidden_size: int | None = option(None, "H; null: the teacher's", minimum=1)
     num_attention_heads: int | None = option(None, "null: the teacher's", minimum=1)
     intermediate_size: int | None = option(None, "FFN width; null: the teacher's", minimum=1)
@@ -247,6 +284,11 @@ class StudentConfig(Section):
     hidden_dropout_prob: float = option(0.1, "", minimum=0, below=1)
     attention_probs_dropout_prob: float = option(0.1, "", minimum=0, below=1)
     embeddings_from: str | None = option(None, "model dir or hub name whose embeddings initialise the student's")
+
+    def check(self, key: str) -> None:
+        if self.unique_layers > self.num_recursions:
+            raise ConfigError(f"{_join(key, 'unique_layers')}: expected at most num_recursions "
+                              f"({self.num_recursions}), got {self.unique_layers}")
 
 
 @dataclass(kw_only=True)
@@ -258,10 +300,21 @@ class LossWeights(Section):
     hidden: float = option(3.0, "hidden-state cosine of matched layers", minimum=0)
     output: float = option(5.0, "MLM-logit KL at masked positions", minimum=0)
     embedding: float = option(0.0, "embedding-output cosine", minimum=0)
+    relation: float = option(0.0, "MiniLMv2 Q/K/V self-attention relation KL (see loss.relation)", minimum=0)
 
     def check(self, key: str) -> None:
         if not any(v > 0 for v in self.to_dict().values()):
             raise ConfigError(f"{key or 'weights'}: at least one component must have a weight > 0")
+
+
+@dataclass(kw_only=True)
+class RelationConfig(Section):
+    """Which layers the relation term (MiniLMv2) compares, and in how many relation heads."""
+
+    teacher_layer: int = option(-1, "0-based teacher layer; negative counts from the end")
+    student_recursion: int = option(-1, "0-based student recursion; negative counts from the end")
+    heads: int | None = option(None, "relation heads; must divide both widths; null: the teacher's head count",
+                               minimum=1)
 
 
 @dataclass(kw_only=True)
@@ -271,6 +324,7 @@ class LossConfig(Section):
     layer_map: list[int] | None = option(None, "teacher layer (0-based) per recursion; null: uniform (i+1)*T/N-1")
     weights: LossWeights = option(factory=LossWeights, doc="per-term weights")
     temperature: float = option(1.0, "softmax temperature of the output KL", above=0)
+    relation: RelationConfig = option(factory=RelationConfig, doc="the relation term's layers and heads")
 
     def check(self, key: str) -> None:
         if self.layer_map is not None and any(j < 0 for j in self.layer_map):
@@ -291,6 +345,29 @@ class DistillConfig(Section):
     student: StudentConfig = option(factory=StudentConfig, doc="the student")
     loss: LossConfig = option(factory=LossConfig, doc="the objective")
     training: TrainingConfig = option(factory=TrainingConfig, doc="optimisation")
+
+
+@dataclass(kw_only=True)
+class InitStudentConfig(Section):
+    """`minialbert init-student --config FILE --output DIR`: the student exactly as `distill`
+    with the same config starts from (a distill config is accepted as is)."""
+
+    teacher: str = option(doc="a masked-LM teacher: model dir or hub name")
+    tokenizer: str | None = option(None, "tokenizer dir or hub name; null: the teacher's")
+    student: StudentConfig = option(factory=StudentConfig, doc="the student")
+    loss: LossConfig = option(factory=LossConfig, doc="its layer_map says which teacher layer each recursion is")
+    seed: int | None = option(None, "initialisation seed; null: training.seed, else distill's default", minimum=0)
+    windows: str | None = option(None, "ignored (read by distill)")
+    training: dict | None = option(None, "ignored, except its seed (read by distill)")
+
+    def resolved_seed(self, key: str = "") -> int:
+        """The seed distill would initialise with: `seed`, else training.seed, else its default."""
+        if self.seed is not None:
+            return self.seed
+        seed = (self.training or {}).get("seed", TrainingConfig.seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{_join(key, 'training.seed')}: expected an integer >= 0, got {seed!r}")
+        return seed
 
 
 @dataclass(kw_only=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+# the linears of a shared layer that relaxation (per-recursion LoRA and biases) can target
+from minialbert.configs import RELAXATION_TARGETS
+
 # activations the model builds itself (torch.nn); any other transformers ACT2FN name also works
 COMMON_ACTIVATIONS = ("gelu", "relu", "silu", "swish", "gelu_pytorch_tanh", "tanh")
 
 SHARING_PATTERNS = ("cycle", "sequence", "cycle_rev")
-# The linear layers of a shared layer that relaxation (per-recursion LoRA and biases) can target.
-RELAXATION_TARGETS = ("query", "key", "value", "dense", "ffn", "ffn_output")
 
 
 def sharing_pattern(num_recursions: int, unique_layers: int, sharing: str = "cycle") -> list[int]:

@@ -1,7 +1,7 @@
 """The MiniALBERT distillation objective (REFERENCE section 3), computed only as far as needed.
 
-    total = w_mlm MLM + w_att ATT + w_hid HID + w_out OUT + w_emb EMB
-    (paper: 1, 3, 3, 5, 0; student recursion i matched to teacher layer (i+1)*T/S - 1)
+    total = w_mlm MLM + w_att ATT + w_hid HID + w_out OUT + w_emb EMB + w_rel REL
+    (paper: 1, 3, 3, 5, 0, 0; student recursion i matched to teacher layer (i+1)*T/S - 1)
 
 With the authors' exact normalisations (these set the effective weights):
 - MLM: cross-entropy of the student's MLM logits, mean over labelled (masked) positions.
@@ -13,6 +13,12 @@ With the authors' exact normalisations (these set the effective weights):
   averaged over labelled positions, times T^2.
 - EMB: like HID, between student hidden state 0 (projected embeddings) and the teacher's
   embedding output.
+- REL (MiniLMv2, beyond the paper): for X in {Q, K, V} of one teacher layer and one student
+  recursion (projected, before the head split), split into R relation heads of width H/R
+  (R divides both widths, so the sizes and head counts may differ), the relation
+  softmax(X_r X_r^T / sqrt(H/R)) over non-padding keys; KL(teacher || student) summed over
+  keys, averaged over the (batch, relation head, non-padding query) rows; the mean over Q, K, V.
+  Computed only when weighted (it needs the two layers' Q/K/V, captured for it alone).
 
 How it is made fast (REFERENCE sections 6 and 7), without changing a single value:
 - The teacher runs in eval mode under no_grad with its default (SDPA) attention. Attention
@@ -53,10 +59,11 @@ from torch import nn
 from minialbert.data.mlm import masked_positions_from_labels
 from minialbert.modeling import MiniAlbertForMaskedLM
 
-COMPONENTS = ("mlm", "attention", "hidden", "output", "embedding")
-PAPER_WEIGHTS: dict[str, float] = {"mlm": 1.0, "attention": 3.0, "hidden": 3.0, "output": 5.0, "embedding": 0.0}
+COMPONENTS = ("mlm", "attention", "hidden", "output", "embedding", "relation")
+PAPER_WEIGHTS: dict[str, float] = {"mlm": 1.0, "attention": 3.0, "hidden": 3.0, "output": 5.0, "embedding": 0.0,
+                                   "relation": 0.0}
 KL_EPS = 1e-12  # the authors' smoothing of both attention distributions
-TEACHER_TERMS = ("attention", "hidden", "output", "embedding")
+TEACHER_TERMS = ("attention", "hidden", "output", "embedding", "relation")
 
 
 # ----------------------------------------------------------------------------------------
@@ -90,6 +97,27 @@ def uniform_layer_map(num_student: int, num_teacher: int) -> list[int]:
             f"({num_teacher}); give an explicit loss.layer_map"
         )
     return [(i + 1) * num_teacher // num_student - 1 for i in range(num_student)]
+
+
+def resolve_relation(relation: Mapping[str, Any] | None, student: nn.Module, teacher: nn.Module) -> dict[str, int]:
+    """{teacher_layer, student_recursion (both 0-based, non-negative), heads} of the relation
+    term; ValueError when an index is out of range or the heads divide not both widths."""
+    relation = dict(relation or {})
+    T, teacher_heads = num_layers_and_heads(teacher)
+    S, _ = num_layers_and_heads(student)
+    out = {}
+    for key, count, what in (("teacher_layer", T, "teacher layers"), ("student_recursion", S, "student recursions")):
+        index = relation.get(key, -1)
+        if not -count <= index < count:
+            raise ValueError(f"relation.{key}: {index} is out of range ({count} {what})")
+        out[key] = index % count
+    heads = relation.get("heads") or teacher_heads
+    widths = (hidden_size(teacher), hidden_size(student))
+    if any(width % heads for width in widths):
+        raise ValueError(f"relation.heads: {heads} relation heads must divide both the teacher's width ({widths[0]}) "
+                         f"and the student's ({widths[1]})")
+    out["heads"] = heads
+    return out
 
 
 def check_layer_map(layer_map: Sequence[int] | None, num_student: int, num_teacher: int) -> list[int]:
@@ -168,22 +196,29 @@ def teacher_attention_probs(q: torch.Tensor, k: torch.Tensor, num_heads: int, ma
 
 @torch.no_grad()
 def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: Sequence[int],
-                positions: torch.Tensor, *, need_attentions: bool = True) -> dict[str, Any]:
+                positions: torch.Tensor, *, need_attentions: bool = True,
+                qkv_layer: int | None = None) -> dict[str, Any]:
     """One teacher pass (eval, no_grad): hidden states, MLM logits at `positions` (flat indices,
-    -1 = padding), and attention probabilities for `layers` only (dict layer -> (B, nh, T, T))."""
+    -1 = padding), attention probabilities for `layers` only (dict layer -> (B, nh, T, T)), and
+    layer `qkv_layer`'s projected (queries, keys, values) (B, T, H) as "qkv" when asked."""
     if teacher.training:
         teacher.eval()  # the authors left dropout on in the teacher (REFERENCE section 6); we do not
-    attn_mods = _self_attention_modules(teacher) if need_attentions else None
+    attn_mods = _self_attention_modules(teacher) if need_attentions or qkv_layer is not None else None
     wanted = sorted(set(layers)) if need_attentions else []
+    if qkv_layer is not None and attn_mods is None:
+        raise ValueError(f"relation distillation needs a BERT-family teacher (query/key/value projections per "
+                         f"layer); {type(teacher).__name__} has none")
     captured: dict[tuple[int, str], torch.Tensor] = {}
     handles = []
     eager_attentions = None
-    if wanted and attn_mods is not None:
-        for j in wanted:
-            for part in ("query", "key"):
-                def hook(mod, args, out, j=j, part=part):  # noqa: ARG001
-                    captured[(j, part)] = out
-                handles.append(getattr(attn_mods[j], part).register_forward_hook(hook))
+    parts = {j: ("query", "key") for j in wanted} if attn_mods is not None else {}
+    if qkv_layer is not None:
+        parts[qkv_layer] = ("query", "key", "value")
+    for j, names in parts.items():
+        for part in names:
+            def hook(mod, args, out, j=j, part=part):  # noqa: ARG001
+                captured[(j, part)] = out
+            handles.append(getattr(attn_mods[j], part).register_forward_hook(hook))
     split = _split_mlm_model(teacher)
     try:
         if wanted and attn_mods is None:
@@ -218,7 +253,8 @@ def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: 
             mask_add = additive_mask(inputs["attention_mask"])
             probs = {j: teacher_attention_probs(captured[(j, "query")], captured[(j, "key")], heads, mask_add)
                      for j in wanted}
-    return {"hidden_states": hidden, "logits": logits, "attentions": probs}
+    qkv = None if qkv_layer is None else tuple(captured[(qkv_layer, part)] for part in ("query", "key", "value"))
+    return {"hidden_states": hidden, "logits": logits, "attentions": probs, "qkv": qkv}
 
 
 def _gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -252,6 +288,33 @@ def cosine_distance(student_h: torch.Tensor, teacher_h: torch.Tensor, token_mask
     return ((1.0 - cos) * m).sum() / m.sum().clamp(min=1)
 
 
+def relation_kl(teacher_x: torch.Tensor, student_x: torch.Tensor, attention_mask: torch.Tensor,
+                heads: int) -> torch.Tensor:
+    """MiniLMv2's relation KL for one of Q, K, V: (B, T, H_t) and (B, T, H_s) projections, each
+    split into `heads` relation heads; softmax(X_r X_r^T / sqrt(d_r)) over non-padding keys;
+    KL(teacher || student) summed over keys, mean over (batch, head, non-padding query) rows."""
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+
+    def log_relation(x: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, R, T, T)
+        B, T, H = x.shape
+        d = H // heads
+        x = x.float().view(B, T, heads, d).transpose(1, 2)
+        scores = (x @ x.transpose(-1, -2)) * d**-0.5
+        return torch.log_softmax(scores.masked_fill(~keys, torch.finfo(scores.dtype).min), dim=-1)
+
+    with torch.no_grad():  # the teacher's side is a constant
+        log_t = log_relation(teacher_x)
+    log_s = log_relation(student_x)
+    kl_rows = torch.where(keys, log_t.exp() * (log_t - log_s), 0.0).sum(-1)  # (B, R, T)
+    queries = attention_mask.to(kl_rows.dtype)[:, None, :]  # (B, 1, T)
+    return (kl_rows * queries).sum() / (queries.sum() * heads).clamp(min=1)
+
+
+def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """The mean of the Q-Q, K-K and V-V relation KLs (`relation_kl`)."""
+    return sum(relation_kl(t, s, attention_mask, heads) for t, s in zip(teacher_qkv, student_qkv)) / 3
+
+
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over (K, V) logits at gathered positions, mean over those with a label (-100 = none)."""
     return F.cross_entropy(logits.float(), labels, ignore_index=-100)
@@ -274,7 +337,8 @@ def output_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid:
 def distillation_losses(student: nn.Module, teacher: nn.Module | None, batch: Mapping[str, torch.Tensor], *,
                         layer_map: Sequence[int] | None = None, weights: Mapping[str, float] | None = None,
                         temperature: float = 1.0, hidden_projection: nn.Module | None = None,
-                        embedding_projection: nn.Module | None = None) -> dict[str, torch.Tensor]:
+                        embedding_projection: nn.Module | None = None,
+                        relation: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """The distillation loss components and their weighted `total` (scalar tensors).
 
     `batch`: input_ids, attention_mask, labels (-100 where not masked), optional
@@ -282,6 +346,7 @@ def distillation_losses(student: nn.Module, teacher: nn.Module | None, batch: Ma
     teacher is run in eval mode without gradient, and not at all when only `mlm` is weighted.
     `hidden_projection` / `embedding_projection` (Linear H_s -> H_t) are required when the
     hidden sizes differ and the term is weighted (`DistillationModule` owns them).
+    `relation`: the relation term's teacher_layer, student_recursion and heads (`resolve_relation`).
     """
     w = resolve_weights(weights)
     if not temperature > 0:
@@ -325,13 +390,17 @@ def distillation_losses(student: nn.Module, teacher: nn.Module | None, batch: Ma
             "embedding_projection (a Linear H_s -> H_t), e.g. use DistillationModule"
         )
 
-    t = run_teacher(teacher, inputs, layer_map, positions)
+    rel = resolve_relation(relation, student, teacher) if w["relation"] > 0 else None
+    t = run_teacher(teacher, inputs, layer_map, positions, qkv_layer=rel and rel["teacher_layer"])
+    student_kwargs = dict(output_hidden_states=True, output_attentions=True)
+    if rel is not None:
+        student_kwargs["output_qkv"] = rel["student_recursion"]
     if split is not None:
         enc, head = split
-        s_out = enc(**inputs, output_hidden_states=True, output_attentions=True)
+        s_out = enc(**inputs, **student_kwargs)
         s_logits = head(_gather_positions(s_out.last_hidden_state, positions))
     else:
-        s_out = student(**inputs, output_hidden_states=True, output_attentions=True)
+        s_out = student(**inputs, **student_kwargs)
         s_logits = _gather_positions(s_out.logits, positions)
     s_hidden, s_att = s_out.hidden_states, s_out.attentions
     if not s_att or any(a is None for a in s_att):
@@ -362,6 +431,8 @@ def distillation_losses(student: nn.Module, teacher: nn.Module | None, batch: Ma
         losses["embedding"] = weighted(
             "embedding", lambda: cosine_distance(proj_e(s_hidden[0]), t["hidden_states"][0], attention_mask)
         )
+    if rel is not None:
+        losses["relation"] = relation_loss(t["qkv"], s_out.qkv, attention_mask, rel["heads"])
     total = sum(w[name] * value for name, value in losses.items() if w[name] > 0)
     losses["total"] = total
     return losses
@@ -374,11 +445,13 @@ class DistillationModule(nn.Module):
     DDP, always in eval mode. `forward(batch)` returns `distillation_losses(...)`."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, *, layer_map: Sequence[int] | None = None,
-                 weights: Mapping[str, float] | None = None, temperature: float = 1.0):
+                 weights: Mapping[str, float] | None = None, temperature: float = 1.0,
+                 relation: Mapping[str, Any] | None = None):
         super().__init__()
         self.student = student
         self.weights = resolve_weights(weights)
         self.temperature = float(temperature)
+        self.relation = None
         self.baseline = is_baseline(self.weights)
         object.__setattr__(self, "_teacher", None if self.baseline else teacher)
         self.hidden_projection = self.embedding_projection = None
@@ -388,6 +461,8 @@ class DistillationModule(nn.Module):
             teacher.eval().requires_grad_(False)
             self.layer_map = check_layer_map(layer_map, num_layers_and_heads(student)[0],
                                              num_layers_and_heads(teacher)[0])
+            if self.weights["relation"] > 0:
+                self.relation = resolve_relation(relation, student, teacher)
             hs, ht = hidden_size(student), hidden_size(teacher)
             if hs != ht:
                 if self.weights["hidden"] > 0:
@@ -411,4 +486,4 @@ class DistillationModule(nn.Module):
         return distillation_losses(self.student, self._teacher, batch, layer_map=self.layer_map,
                                    weights=self.weights, temperature=self.temperature,
                                    hidden_projection=self.hidden_projection,
-                                   embedding_projection=self.embedding_projection)
+                                   embedding_projection=self.embedding_projection, relation=self.relation)

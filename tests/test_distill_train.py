@@ -147,7 +147,7 @@ def test_config_errors_name_the_key(world, tmp_path):
     for mutate, key in (
         (lambda c: c["student"].update(recursions=3), "student.recursions"),
         (lambda c: c["loss"].update(weights={"attn": 1}), "loss.weights"),
-        (lambda c: c["loss"].update(layer_map=[0, 1, 2]), "loss: layer map"),
+        (lambda c: c["loss"].update(layer_map=[0, 1, 2]), "loss.layer_map: layer map"),
         (lambda c: c["training"].update(batch_size=0), "training.batch_size"),
         (lambda c: c.update(windows=str(tmp_path / "nowhere")), "windows"),
         (lambda c: c.pop("teacher"), "teacher"),
