@@ -1,5 +1,6 @@
 """The evaluation benchmark's two paths make the same predictions and scores on the same data
-(so its ratio compares like with like), and it pads the baseline the way the authors did."""
+(so its ratio compares like with like), and it pads the baseline the way the authors did; the
+distillation benchmark times a relaxed student's step beside the plain one."""
 
 import json
 import subprocess
@@ -46,3 +47,15 @@ def test_eval_throughput_pads_like_the_authors_by_default():
     assert eval_throughput.authors_max_length(Tok(), Long()) == 512
     assert eval_throughput.authors_max_length(Tok(), Model()) == 256  # a model with fewer positions
     assert eval_throughput.authors_max_length(Unset(), Model()) == 256
+
+
+def test_distill_throughput_times_the_relaxed_step_beside_the_plain_one():
+    out = subprocess.run(
+        [sys.executable, "bench/distill_throughput.py", "--hidden-size", "32", "--teacher-layers", "2",
+         "--recursions", "2", "--heads", "2", "--embedding-size", "16", "--vocab-size", "60", "--batch-size", "2",
+         "--max-length", "16", "--steps", "2", "--device", "cpu", "--skip-naive", "--lora-rank", "4"],
+        cwd=ROOT, capture_output=True, text=True, check=True)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["lora_rank"] == 4 and "naive_seconds_per_step" not in figures
+    assert figures["relaxed_seconds_per_step"] > 0 and figures["engine_seconds_per_step"] > 0
+    assert figures["relaxed_over_engine"] > 0 and figures["relaxed_over_engine_median"] > 0
