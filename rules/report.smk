@@ -1,14 +1,8 @@
 # Efficiency measurements and the aggregation into tables, a plot and the Snakemake report.
 
-SUMMARY_OUTPUTS = [
-    "results/summary/runs.csv",
-    "results/summary/summary.csv",
-    "results/summary/table.csv",
-    "results/summary/efficiency.csv",
-    "results/summary/score_vs_params.png",
-    "results/summary/task_scores.png",
-    "results/summary/loss_curves.png",
-]
+SUMMARY = PLAN.summary_dir  # results/summary unless report.summary_dir says otherwise
+SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in ("runs.csv", "summary.csv", "table.csv", "efficiency.csv",
+                                                      "score_vs_params.png", "task_scores.png", "loss_curves.png")]
 
 
 rule efficiency:
@@ -33,17 +27,17 @@ rule aggregate:
         efficiency=all_efficiency,
         trained=trained_model_dirs,
     output:
-        runs=report("results/summary/runs.csv", caption="../report/runs.rst", category="Tables"),
-        summary=report("results/summary/summary.csv", caption="../report/summary.rst", category="Tables"),
-        table=report("results/summary/table.csv", caption="../report/table.rst", category="Tables"),
-        efficiency=report("results/summary/efficiency.csv", caption="../report/efficiency.rst", category="Tables"),
-        plot=report("results/summary/score_vs_params.png", caption="../report/plot.rst", category="Plots"),
-        task_plot=report("results/summary/task_scores.png", caption="../report/task_scores.rst", category="Plots"),
-        loss_plot=report("results/summary/loss_curves.png", caption="../report/loss_curves.rst", category="Plots"),
+        runs=report(f"{SUMMARY}/runs.csv", caption="../report/runs.rst", category="Tables"),
+        summary=report(f"{SUMMARY}/summary.csv", caption="../report/summary.rst", category="Tables"),
+        table=report(f"{SUMMARY}/table.csv", caption="../report/table.rst", category="Tables"),
+        efficiency=report(f"{SUMMARY}/efficiency.csv", caption="../report/efficiency.rst", category="Tables"),
+        plot=report(f"{SUMMARY}/score_vs_params.png", caption="../report/plot.rst", category="Plots"),
+        task_plot=report(f"{SUMMARY}/task_scores.png", caption="../report/task_scores.rst", category="Plots"),
+        loss_plot=report(f"{SUMMARY}/loss_curves.png", caption="../report/loss_curves.rst", category="Plots"),
     params:
         job_config=job("aggregate_job"),
     log:
-        "logs/aggregate/aggregate.log",
+        os.path.join("logs/aggregate", SUMMARY.removeprefix("results/summary").lstrip("/"), "aggregate.log"),
     threads: 1
     conda:
         SOFTWARE_ENV

@@ -172,3 +172,20 @@ def test_any_finetune_setting_can_be_given_per_mode():
     config["tasks"]["sst2"]["finetune"]["epochs"] = {"adapter": 0.0, "full": -1}
     with pytest.raises(ConfigError, match=r"tasks.sst2.finetune \(full mode\).epochs: expected a number >= 0"):
         plan(config)
+
+
+def test_the_student_zoo_reuses_the_demo_upstream_and_shared_students():
+    """configs/student-zoo.yaml copies the demo's world, teacher, tasks and fine-tuning grid:
+    every shared step has the demo's identity, so the zoo reruns none of them."""
+    demo = load_plan(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)
+    zoo = load_plan(yaml.safe_load((REPO / "configs" / "student-zoo.yaml").read_text()), SCHEMA)
+    for name in ("teacher", "minialbert-adapter", "no-distillation"):
+        assert zoo.models[name].identity == demo.models[name].identity, name
+    for task in demo.config["tasks"]:
+        assert zoo.task_identity(task) == demo.task_identity(task)
+    shared = [key for key in zoo.runs if key[0] in ("teacher", "minialbert-adapter", "no-distillation")]
+    assert shared and all(zoo.finetune_job(*key) == demo.finetune_job(*key) for key in shared)
+    designs = {"teacher-average", "teacher-relaxed", "cycle-2", "relation"}
+    assert designs <= set(zoo.models) and not designs & set(demo.models)
+    assert zoo.summary_dir == "results/summary/student-zoo" and demo.summary_dir == "results/summary"
+    assert {m for m, *_ in zoo.runs} == designs | {"teacher", "minialbert-adapter", "no-distillation"}

@@ -187,6 +187,7 @@ class Plan:
                                                        f"tokenizers.{n}", also_allowed=TOKENIZER_WORKFLOW_KEYS)
                                    for n, e in config["tokenizers"].items()}
         self.efficiency = problems.section(EfficiencyConfig, config["report"].get("efficiency"), "report.efficiency")
+        self.summary_dir: str = config["report"]["summary_dir"]
         for name in config["corpora"]:  # the source spec `minialbert ingest-corpus` will read
             problems.check(validate_source, corpus_source(self.corpus_job(name)), where=f"config key corpora.{name}")
         for task in config["tasks"]:  # the spec `minialbert prepare-task` will read
