@@ -1,6 +1,9 @@
 # Efficiency measurements and the aggregation into tables, a plot and the Snakemake report.
 
 SUMMARY = PLAN.summary_dir  # results/summary unless report.summary_dir says otherwise
+# logs/aggregate/aggregate.log, or logs/aggregate/<subdir>/aggregate.log for results/summary/<subdir>
+AGGREGATE_LOG = os.path.normpath(os.path.join("logs/aggregate", os.path.relpath(SUMMARY, "results/summary"),
+                                              "aggregate.log"))
 SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in ("runs.csv", "summary.csv", "table.csv", "efficiency.csv",
                                                       "score_vs_params.png", "task_scores.png", "loss_curves.png")]
 
@@ -37,7 +40,7 @@ rule aggregate:
     params:
         job_config=job("aggregate_job"),
     log:
-        os.path.join("logs/aggregate", SUMMARY.removeprefix("results/summary").lstrip("/"), "aggregate.log"),
+        AGGREGATE_LOG,
     threads: 1
     conda:
         SOFTWARE_ENV
