@@ -2,8 +2,7 @@
 (workflow_scripts/run_job.py) in a fork of it give what they give in-process; exit statuses,
 errors, stale code, a server that cannot start, concurrent jobs and killed clients.
 
-Each test gets its own server dir (MINIALBERT_FORKSERVER_DIR) and kills the servers started
-there.
+Each test gets its own server dir (MINIALBERT_FORKSERVER_DIR), and its servers are terminated.
 """
 
 from __future__ import annotations
@@ -14,12 +13,11 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from fork_servers import alive, private_server_dir, server_pids, wait_until
 
 from minialbert.workflow import forkserver
 
@@ -34,8 +32,7 @@ snakemake = SimpleNamespace(rule="finetune", output=[job["output"]], threads=1, 
 runpy.run_path(job["scriptdir"] + "/run_job.py", init_globals={"snakemake": snakemake}, run_name="__main__")
 """
 
-pytestmark = pytest.mark.skipif(not forkserver.enabled() and "SLURM_JOB_ID" not in os.environ,
-                                reason="the fork server runs on Linux only")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server runs on Linux only")
 
 
 @pytest.fixture(scope="module")
@@ -66,38 +63,12 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def server_dir(monkeypatch):
-    """A private server dir for this test (short: Unix socket paths are limited); its servers
-    are killed at teardown."""
-    path = Path(tempfile.mkdtemp(prefix="mafs-", dir="/tmp"))
-    monkeypatch.setenv(forkserver.DIR_VARIABLE, str(path))
-    monkeypatch.delenv(forkserver.SWITCH, raising=False)
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    yield path
-    for pid in server_pids(path):
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not alive(pid))
-    for f in path.iterdir():
-        f.unlink()
-    path.rmdir()
-
-
-def server_pids(path: Path) -> list[int]:
-    return [int(f.read_text()) for f in path.glob("*.pid")]
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, dead but not yet reaped by its parent, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    """A server dir of this test alone; its servers are terminated at teardown."""
+    with private_server_dir() as path:
+        monkeypatch.setenv(forkserver.DIR_VARIABLE, str(path))
+        monkeypatch.delenv(forkserver.SWITCH, raising=False)
+        monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+        yield path
 
 
 def job_config(world: dict[str, Path], **overrides) -> str:
