@@ -28,7 +28,7 @@ def private_server_dir() -> Iterator[Path]:
 
 
 def server_pids(path: Path) -> list[int]:
-    return [int(f.read_text()) for f in path.glob("*.pid")]
+    return [int(f.read_text()) for f in path.glob("*.pid") if f.is_file()]
 
 
 def alive(pid: int) -> bool:

@@ -149,13 +149,26 @@ def test_edited_code_makes_the_server_exit_and_a_new_one_start(world, server_dir
     wait_until(lambda: not alive(old))
 
 
-def test_a_server_that_cannot_start_leaves_the_job_to_run_in_process(world, server_dir, tmp_path):
-    server_dir.chmod(0o755)  # not private: refused
+@pytest.mark.parametrize("failure, message", [
+    ("not private", "not a private dir"),
+    ("dies at start", "the server exited with status 1"),
+])
+def test_a_server_that_cannot_start_leaves_the_job_to_run_in_process(world, server_dir, tmp_path, failure, message):
+    if failure == "not private":
+        server_dir.chmod(0o755)
+    else:
+        forkserver.Paths.for_workdir(str(tmp_path)).pid.mkdir()  # the server cannot write its pid file
     status, log = run_job(tmp_path, job_config(world))
     server_dir.chmod(0o700)
     assert status == 0, log
-    assert "fork server unavailable" in log and "not a private dir" in log and FORKED not in log
-    assert (tmp_path / "run" / "metrics.json").exists() and not server_pids(server_dir)
+    assert "fork server unavailable" in log and message in log and FORKED not in log
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_socket_path_too_long_is_refused_naming_the_variable(server_dir, monkeypatch):
+    monkeypatch.setenv(forkserver.DIR_VARIABLE, str(server_dir / ("x" * 90)))
+    with pytest.raises(forkserver.ForkServerError, match=forkserver.DIR_VARIABLE):
+        forkserver.Paths.for_workdir(".")
 
 
 def test_two_jobs_at_once_start_one_server_and_run_side_by_side(world, server_dir, tmp_path):

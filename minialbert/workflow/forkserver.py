@@ -69,6 +69,7 @@ PRELOAD = (
     "minialbert.workflow.jobs",
 )
 _HEADER = struct.Struct("!I")
+MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 on Linux, 104 on BSDs
 
 
 class ForkServerError(Exception):
@@ -116,6 +117,8 @@ class Paths(NamedTuple):
         base = Path(os.environ.get(DIR_VARIABLE) or f"/tmp/minialbert-{os.getuid()}")
         _private_dir(base)
         name = _digest([os.path.realpath(workdir), sys.executable, minialbert.__file__])[:16]
+        if len(str(base / f"{name}.sock")) > MAX_SOCKET_PATH:
+            raise ForkServerError(f"{base}: too long a dir for a Unix socket; set {DIR_VARIABLE} to a shorter one")
         return cls(base / f"{name}.sock", _lock_path(base / f"{name}.sock"), base / f"{name}.pid")
 
 
@@ -204,6 +207,7 @@ def _start_server(paths: Paths) -> socket.socket:
             if sock is not None:
                 return sock
             time.sleep(0.05)
+        server.kill()
         raise ForkServerError(f"the server did not listen within {START_TIMEOUT} s (see {log_path})")
 
 
@@ -226,7 +230,10 @@ def _submit(sock: socket.socket, request: dict) -> int | None:
         pid = reply["pid"]
         print(f"[workflow] running in pid {pid}, forked by the fork server ({SWITCH}=0 turns it off)",
               flush=True)
-        line = replies.readline()
+        try:
+            line = replies.readline()
+        except OSError:
+            line = b""
         if not line:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGTERM)
@@ -253,13 +260,13 @@ class Server:
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up byte is written
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        pid_file.write_text(f"{os.getpid()}\n")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(socket_path))
         self.listener.listen(16)
         self.socket_id = _stat_id(socket_path)
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.selector.register(self.wakeup_r, selectors.EVENT_READ)
-        pid_file.write_text(f"{os.getpid()}\n")
 
     def serve(self) -> None:
         """Serve until idle for idle_seconds (or stale) with no job running; then kill what runs."""
