@@ -116,8 +116,9 @@ def main() -> None:
             first_s = wall(workflow_job, env, cwd=root)
             rows = []
             for _ in range(args.repeats):  # interleaved, so drifting load hits all alike
-                rows.append((wall([sys.executable, "-c", "pass"], env), wall([sys.executable, "-c", "import torch"], env),
-                             wall(job, env), wall(workflow_job, env, cwd=root), wall(workflow_job, in_process_env, cwd=root)))
+                rows.append((wall([sys.executable, "-c", "pass"], env),
+                             wall([sys.executable, "-c", "import torch"], env), wall(job, env),
+                             wall(workflow_job, env, cwd=root), wall(workflow_job, in_process_env, cwd=root)))
         finally:
             stop_servers(Path(server_dir))
         metrics = json.loads((root / "out" / "metrics.json").read_text())

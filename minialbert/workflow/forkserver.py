@@ -104,6 +104,8 @@ def _digest(value: Any) -> str:
 
 
 class Paths(NamedTuple):
+    """A server's socket, the lock held to start it, and its pid file."""
+
     socket: Path
     lock: Path
     pid: Path
@@ -193,11 +195,11 @@ def _start_server(paths: Paths) -> socket.socket:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # the server computes nothing; BLAS pools that start at import must not exist when it forks
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-        with open(log_path, "ab") as log:
+        with open(log_path, "ab") as log_file:
             server = subprocess.Popen(
                 [sys.executable, "-m", "minialbert.workflow.forkserver", "--socket", str(paths.socket),
                  "--pid-file", str(paths.pid), "--idle", str(IDLE_SECONDS)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)  # not in Snakemake's process group, no controlling terminal
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -316,7 +318,7 @@ class Server:
             conn.settimeout(REQUEST_TIMEOUT)
             request, fds = _receive_request(conn)
             if request["fingerprint"] != self.code:
-                log("a client runs other code (the package was edited or reinstalled): exiting once idle")
+                log("a client runs other code (the package was edited or reinstalled): exiting once my jobs end")
                 self._stop_listening()
                 _reply(conn, {"stale": True})
                 conn.close()
@@ -341,12 +343,15 @@ class Server:
         sys.stdout.flush()  # or the job would write the server's buffered log lines again
         sys.stderr.flush()
         pid = os.fork()
-        if pid == 0:
-            status = 70  # EX_SOFTWARE: the job could not even be set up (traceback in the server's log)
+        if pid == 0:  # the job's process: never returns into the server's code
+            status = 70  # EX_SOFTWARE: the job's process could not be set up
             try:
+                os.setpgid(0, 0)
                 self._forget()
                 conn.close()
                 status = _run_job(request, fds)
+            except BaseException:
+                traceback.print_exc()
             finally:
                 os._exit(status)
         with contextlib.suppress(OSError):  # its own process group, so a kill reaches its children
@@ -364,7 +369,6 @@ class Server:
         self.selector.close()
         os.close(self.wakeup_r)
         os.close(self.wakeup_w)
-        os.setpgid(0, 0)
 
     def _reap(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -497,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     code = fingerprint()  # before importing: a file edited meanwhile makes the next job restart us
     for module in PRELOAD:
         importlib.import_module(module)
+    # 1 + pyarrow's jemalloc background thread, which jemalloc's own fork handlers take care of
     threads = len(os.listdir("/proc/self/task"))
     server = Server(args.socket, args.pid_file, args.idle, code)
     log(f"listening on {args.socket} after {time.monotonic() - start:.1f} s of imports ({threads} OS threads)")
