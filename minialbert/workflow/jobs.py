@@ -2,7 +2,9 @@
 
 `workflow_scripts/run_job.py` calls `run_job(snakemake)` for every rule; the functions here
 turn the job config into the command's typed config and call the command in this process,
-except multi-GPU training, which is launched through torchrun.
+except multi-GPU training, which is launched through torchrun, and, run locally, the short
+jobs of `forkserver.RULES`, which run in a fork of the pre-imported fork server
+(`minialbert.workflow.forkserver`) and fall back to this process if it cannot take them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from minialbert.utils import ConfigError, atomic_directory, write_json_atomic
@@ -181,8 +184,35 @@ RUNNERS: dict[str, Callable[[Any, dict], None]] = {
 
 
 def run_job(job: Any) -> None:
+    """Run the command of `job` (Snakemake's `snakemake` object): through the fork server for
+    its rules when it is enabled and can take the job, else in this process."""
+    from minialbert.workflow import forkserver
+
+    if job.rule in forkserver.RULES and forkserver.enabled():
+        status = forkserver.submit(describe(job))
+        if status is not None:
+            if status:
+                raise SystemExit(status)
+            return
+    run_in_process(job)
+
+
+def describe(job: Any) -> dict:
+    """The parts of a `snakemake` object that the fork server's rules use, as JSON data."""
+    return {"rule": job.rule, "output": list(job.output), "threads": int(job.threads),
+            "job_config": job.params.job_config}
+
+
+def job_from_description(description: dict) -> SimpleNamespace:
+    """`describe`'s data back as an object that `run_in_process` takes like a `snakemake` object."""
+    return SimpleNamespace(rule=description["rule"], output=description["output"], threads=description["threads"],
+                           params=SimpleNamespace(job_config=description["job_config"]))
+
+
+def run_in_process(job: Any) -> None:
     """Run the command of `job` (Snakemake's `snakemake` object: rule, input, output, params,
-    threads, resources); a config error exits with status 2 and the message, no traceback."""
+    threads, resources) in this process; a config error exits with status 2 and the message,
+    no traceback."""
     cfg = json.loads(job.params.job_config)
     print(f"[workflow] rule {job.rule}, job config:\n{json.dumps(cfg, indent=2, sort_keys=True)}", flush=True)
     if job.rule in ("finetune", "efficiency"):
