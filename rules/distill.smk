@@ -16,6 +16,7 @@ rule distill:
     benchmark:
         "benchmarks/distill/{student}.tsv"
     threads: 1
+    priority: 50  # before fine-tuning runs: every student's runs wait for it (see pretrain_teacher)
     conda:
         SOFTWARE_ENV
     script:

@@ -12,6 +12,8 @@ localrules:
     init_scratch,
 
 
+# Training jobs go first: everything downstream waits for them, while fine-tuning runs can fill
+# any idle core (on the demo, distillations queued behind fine-tuning lengthened the run by minutes).
 rule pretrain_teacher:
     input:
         inputs("pretrain_inputs", "teacher"),
@@ -26,6 +28,7 @@ rule pretrain_teacher:
     wildcard_constraints:
         teacher=one_of(PLAN.names("teacher", "pretrain")),
     threads: 1
+    priority: 100
     conda:
         SOFTWARE_ENV
     script:
