@@ -185,7 +185,7 @@ def test_the_student_zoo_reuses_the_demo_upstream_and_shared_students():
         assert zoo.task_identity(task) == demo.task_identity(task)
     shared = [key for key in zoo.runs if key[0] in ("teacher", "minialbert-adapter", "no-distillation")]
     assert shared and all(zoo.finetune_job(*key) == demo.finetune_job(*key) for key in shared)
-    designs = {"teacher-average", "teacher-relaxed", "cycle-2", "relation"}
+    designs = {"minialbert", "teacher-average", "teacher-relaxed", "cycle-2", "relation"}
     assert designs <= set(zoo.models) and not designs & set(demo.models)
     assert zoo.summary_dir == "results/summary/student-zoo" and demo.summary_dir == "results/summary"
     assert {m for m, *_ in zoo.runs} == designs | {"teacher", "minialbert-adapter", "no-distillation"}
