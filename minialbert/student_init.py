@@ -105,10 +105,10 @@ def unique_layer_sources(method: str, pattern: Sequence[int], layer_map: Sequenc
 def init_layers_from_teacher(student, teacher: nn.Module, *, method: str | None, layer_map: Sequence[int],
                              lora_init: str = "zeros") -> None:
     """Initialise a MiniALBERT's shared layers (`method`), LoRA deltas (`lora_init`) and
-    relaxed norms and biases from a BERT-family teacher, in place. See the module docstring."""
+    relaxed norms and biases from a BERT-family teacher, in place. See the module docstring.
+    The shapes must match: the caller checks with `check_compatible` (naming its config key)."""
     base = student.base_model
     config = student.config
-    check_compatible(config, teacher.config, f"init_from_teacher: {method}" if method else "lora_init: svd")
     layers = teacher_layers(teacher, "init_from_teacher" if method else "lora_init")
     states = [layer_state(layer) for layer in layers]
     pattern = config.recursion_layers
