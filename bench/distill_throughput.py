@@ -1,6 +1,6 @@
 """Throughput of one distillation training step: this engine versus the authors' naive step.
 
-The engine (minialbert.distillation): SDPA teacher, attention probabilities recomputed only for
+The engine (minialbert.objective): SDPA teacher, attention probabilities recomputed only for
 the matched teacher layers from their captured query/key projections, MLM heads only at the
 labelled positions, static-shape masked-sum losses.
 The naive step (REFERENCE section 6): the teacher asked for all attention maps through eager
@@ -138,7 +138,11 @@ def main(argv=None):
                    help="also time the step of the student relaxed with per-recursion LoRA of this rank")
     args = p.parse_args(argv)
 
-    from minialbert.distillation import PAPER_WEIGHTS, DistillationModule, uniform_layer_map
+    from minialbert.loss_terms import default_weights
+    from minialbert.objective import DistillationModule
+    from minialbert.recursions import uniform_layer_map
+
+    PAPER_WEIGHTS = default_weights()
 
     device = torch.device(args.device)
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda")

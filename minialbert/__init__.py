@@ -26,7 +26,7 @@ _EXPORTS = {
     "MiniAlbertForTokenClassification": "minialbert.modeling",
     "count_parameters": "minialbert.adapters",
     "prepare_for_adapter_tuning": "minialbert.adapters",
-    "init_embeddings_from": "minialbert.parameters",
+    "init_embeddings_from": "minialbert.student",
     "import_authors_checkpoint": "minialbert.convert",
 }
 __all__ = list(_EXPORTS)

@@ -23,16 +23,26 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping, TypeVar
 
+from minialbert.loss_terms import LOSS_TERMS, default_weights
+from minialbert.recursions import RELAXATION_TARGETS
 from minialbert.utils import ConfigError
 
 S = TypeVar("S", bound="Section")
 
 
+_SAME_NAME = "<the field's name>"
+
+
 def option(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = None, minimum: float | None = None,
-           above: float | None = None, below: float | None = None, operational: bool = False) -> Any:
+           above: float | None = None, below: float | None = None, operational: bool = False,
+           model: str | None = _SAME_NAME, teacher_default: bool = False) -> Any:
     """A documented config field. `minimum` is inclusive, `above`/`below` exclusive bounds;
-    `operational` marks settings that change how a run is observed or stored, not what it computes."""
-    meta = {"doc": doc, "minimum": minimum, "above": above, "below": below, "operational": operational}
+    `operational` marks settings that change how a run is observed or stored, not what it computes.
+    In a section that describes a model (`StudentConfig`), `model` is the model config attribute the
+    field sets (default: the field's own name; None: not a model setting) and `teacher_default`
+    makes a null take the teacher's value of that attribute (`Section.model_settings`)."""
+    meta = {"doc": doc, "minimum": minimum, "above": above, "below": below, "operational": operational,
+            "model": model, "teacher_default": teacher_default}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -155,7 +165,7 @@ class Section:
         """Cross-field rules; override. Raise ConfigError naming the key."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def describe(cls, indent: int = 0) -> str:
@@ -172,9 +182,33 @@ class Section:
             lines.append(f"{pad}{f.name}: {default}{doc}")
         return "\n".join(lines)
 
+    def model_settings(self) -> dict[str, tuple[Any, bool]]:
+        """{model config attribute: (value, null means the teacher's)} of every field that is a
+        model setting, nested sections included (their fields are flat in the model config)."""
+        out: dict[str, tuple[Any, bool]] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, Section):
+                out.update(value.model_settings())
+            elif f.metadata.get("model") is not None:
+                name = f.name if f.metadata["model"] == _SAME_NAME else f.metadata["model"]
+                out[name] = (list(value) if isinstance(value, list) else value, f.metadata["teacher_default"])
+        return out
+
     @classmethod
     def operational_keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("operational"))  # type: ignore
+
+
+def _plain(value: Any) -> Any:
+    """A section's value as plain data (nested sections as mappings, containers copied)."""
+    if isinstance(value, Section):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _yaml_value(v: Any) -> str:
@@ -232,9 +266,6 @@ class TeacherModelConfig(Section):
                               f"({self.hidden_size}), got {self.num_attention_heads}")
 
 
-# the linears of a MiniALBERT layer that relaxation can target (MiniAlbertConfig.lora_targets)
-RELAXATION_TARGETS = ("query", "key", "value", "dense", "ffn", "ffn_output")
-
 
 @dataclass(kw_only=True)
 class RelaxationConfig(Section):
@@ -244,11 +275,12 @@ class RelaxationConfig(Section):
     lora_alpha: float | None = option(None, "the delta is scaled by alpha / r; null: alpha = r (scale 1)", above=0)
     lora_init: Literal["svd", "zeros"] = option(
         "svd", "svd: truncated SVD of W_teacher[layer_map[i]] - W_shared (needs the teacher's layer shape); "
-        "zeros: A normal, B = 0")
+        "zeros: A normal, B = 0", model=None)
     lora_targets: list[Literal["query", "key", "value", "dense", "ffn", "ffn_output"]] = option(
         factory=lambda: list(RELAXATION_TARGETS), doc="the shared linears that get deltas (and own biases)")
-    norms: bool = option(False, "each recursion owns its two LayerNorms (from its teacher layer)")
-    biases: bool = option(False, "each recursion owns the biases of the target linears (from its teacher layer)")
+    norms: bool = option(False, "each recursion owns its two LayerNorms (from its teacher layer)", model="relax_norms")
+    biases: bool = option(False, "each recursion owns the biases of the target linears (from its teacher layer)",
+                          model="relax_biases")
 
     def check(self, key: str) -> None:
         if not self.lora_targets or len(set(self.lora_targets)) != len(self.lora_targets):
@@ -262,28 +294,32 @@ class RelaxationConfig(Section):
 
 @dataclass(kw_only=True)
 class StudentConfig(Section):
-    """The MiniALBERT student of `distill`; null sizes are the teacher's."""
+    """The MiniALBERT student of `distill`; null sizes are the teacher's. Each field that is a
+    model setting names its `MiniAlbertConfig` attribute (`option(model=...)`, default: the same
+    name); `minialbert.student.student_model_config` derives the model config from that alone."""
 
-    num_recursions: int = option(6, "N: how often the shared layers are applied", minimum=1)
+    num_recursions: int = option(6, "N: how often the shared layers are applied", minimum=1,
+                                 model="num_hidden_layers")
     unique_layers: int = option(1, "M distinct layers shared over the N recursions (1: MiniALBERT)", minimum=1)
     sharing: Literal["cycle", "sequence", "cycle_rev"] = option(
         "cycle", "which layer each recursion applies; N=6, M=3: cycle ABCABC, sequence AABBCC, cycle_rev ABCCBA")
     init_from_teacher: Literal["stepwise", "average", "lower"] | None = option(
         None, "copy teacher layers into the shared ones (and the teacher's embeddings and MLM head); "
-        "null: random init")
+        "null: random init", model=None)
     relaxation: RelaxationConfig = option(factory=RelaxationConfig, doc="per-recursion LoRA, norms, biases")
     embedding_size: int | None = option(
         None, "E of the factorised embeddings (projected to H); null: 128, or the teacher's H when "
         "init_from_teacher copies its embeddings", minimum=1)
-    hidden_size: int | None = option(None, "H; null: the teacher's", minimum=1)
-    num_attention_heads: int | None = option(None, "null: the teacher's", minimum=1)
-    intermediate_size: int | None = option(None, "FFN width; null: the teacher's", minimum=1)
+    hidden_size: int | None = option(None, "H; null: the teacher's", minimum=1, teacher_default=True)
+    num_attention_heads: int | None = option(None, "null: the teacher's", minimum=1, teacher_default=True)
+    intermediate_size: int | None = option(None, "FFN width; null: the teacher's", minimum=1, teacher_default=True)
     hidden_act: str = option("gelu", "activation of the FFN and the adapters")
     use_adapter: bool = option(True, "per-recursion bottleneck adapters")
     reduction_factor: int = option(16, "adapter bottleneck width H / reduction_factor", minimum=1)
     hidden_dropout_prob: float = option(0.1, "", minimum=0, below=1)
     attention_probs_dropout_prob: float = option(0.1, "", minimum=0, below=1)
-    embeddings_from: str | None = option(None, "model dir or hub name whose embeddings initialise the student's")
+    embeddings_from: str | None = option(None, "model dir or hub name whose embeddings initialise the student's",
+                                         model=None)
 
     def check(self, key: str) -> None:
         if self.unique_layers > self.num_recursions:
@@ -291,20 +327,52 @@ class StudentConfig(Section):
                               f"({self.num_recursions}), got {self.unique_layers}")
 
 
-@dataclass(kw_only=True)
 class LossWeights(Section):
-    """Weights of the distillation terms (the paper's); only mlm > 0 trains without a teacher."""
+    """The weight of every distillation term, one key per term of `minialbert.loss_terms` (its
+    default: the paper's); only terms that need no teacher (mlm) weighted: no teacher is run."""
 
-    mlm: float = option(1.0, "masked-LM cross-entropy", minimum=0)
-    attention: float = option(3.0, "attention KL of matched layers", minimum=0)
-    hidden: float = option(3.0, "hidden-state cosine of matched layers", minimum=0)
-    output: float = option(5.0, "MLM-logit KL at masked positions", minimum=0)
-    embedding: float = option(0.0, "embedding-output cosine", minimum=0)
-    relation: float = option(0.0, "MiniLMv2 Q/K/V self-attention relation KL (see loss.relation)", minimum=0)
+    def __init__(self, **weights: float):
+        self.weights = {**default_weights(), **weights}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, key: str = "", also_allowed: tuple[str, ...] = ()) -> LossWeights:
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{key or 'weights'}: expected a mapping, got {raw!r}")
+        values = {}
+        for name, value in raw.items():
+            if name not in LOSS_TERMS:
+                raise ConfigError(f"{_join(key, name)}: unknown key (allowed: {', '.join(LOSS_TERMS)})")
+            values[name] = _coerce(value, float, _join(key, name))
+            if values[name] < 0:
+                raise ConfigError(f"{_join(key, name)}: expected a number >= 0, got {values[name]!r}")
+        weights = cls(**values)
+        weights.check(key)
+        return weights
 
     def check(self, key: str) -> None:
-        if not any(v > 0 for v in self.to_dict().values()):
+        if not any(v > 0 for v in self.weights.values()):
             raise ConfigError(f"{key or 'weights'}: at least one component must have a weight > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.weights)
+
+    def __getattr__(self, name: str) -> float:
+        try:
+            return self.__dict__["weights"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LossWeights) and self.weights == other.weights
+
+    def __repr__(self) -> str:
+        return f"LossWeights({self.weights})"
+
+    @classmethod
+    def describe(cls, indent: int = 0) -> str:
+        return "\n".join(f"{' ' * indent}{name}: {_yaml_value(term.weight)}  # {term.doc}"
+                         for name, term in LOSS_TERMS.items())
 
 
 @dataclass(kw_only=True)

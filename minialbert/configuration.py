@@ -5,38 +5,10 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-# the linears of a shared layer that relaxation (per-recursion LoRA and biases) can target
-from minialbert.configs import RELAXATION_TARGETS
+from minialbert.recursions import RELAXATION_TARGETS, sharing_pattern
 
 # activations the model builds itself (torch.nn); any other transformers ACT2FN name also works
 COMMON_ACTIVATIONS = ("gelu", "relu", "silu", "swish", "gelu_pytorch_tanh", "tanh")
-
-SHARING_PATTERNS = ("cycle", "sequence", "cycle_rev")
-
-
-def sharing_pattern(num_recursions: int, unique_layers: int, sharing: str = "cycle") -> list[int]:
-    """Which unique layer (0-based) each of the N recursions applies (Takase & Kiyono 2021).
-
-    With N recursions over M unique layers (1 <= M <= N):
-    - `cycle`:     recursion i applies layer i mod M                    N=6, M=3: ABCABC
-    - `sequence`:  floor(i * M / N): each layer applied for a contiguous run of recursions,
-                   the runs as equal as N allows                        N=6, M=3: AABBCC
-    - `cycle_rev`: `cycle` for the first M * max(1, ceil(N/M) - 1) recursions, then the
-                   layers in reverse order, M-1 - (i mod M)             N=6, M=3: ABCCBA
-    Every pattern uses each of the M layers at least once; with M = 1 all are [0] * N and with
-    M = N all are [0, 1, ..., N-1] (an unshared stack).
-    """
-    N, M = num_recursions, unique_layers
-    if not 1 <= M <= N:
-        raise ValueError(f"unique_layers must be between 1 and num_recursions ({N}), got {M}")
-    if sharing == "cycle":
-        return [i % M for i in range(N)]
-    if sharing == "sequence":
-        return [i * M // N for i in range(N)]
-    if sharing == "cycle_rev":
-        cycled = M * max(1, -(-N // M) - 1)
-        return [i % M if i < cycled else M - 1 - i % M for i in range(N)]
-    raise ValueError(f"sharing must be one of {', '.join(SHARING_PATTERNS)}, got {sharing!r}")
 
 
 @strict

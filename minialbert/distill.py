@@ -28,7 +28,6 @@ from minialbert.configs import (
     PretrainTeacherConfig,
     ScratchModelConfig,
     Section,
-    StudentConfig,
 )
 from minialbert.utils import ConfigError, load_yaml, set_seed
 
@@ -82,78 +81,6 @@ def load_teacher_for(source: str, tokenizer):
     return teacher
 
 
-def build_student(spec: StudentConfig, teacher, layer_map: list[int] | None = None, *, seed: int):
-    """A new MiniAlbertForMaskedLM for the student section, initialised with `seed`: null sizes
-    are the teacher's; with `init_from_teacher` (or SVD-initialised LoRA) its layers, and its
-    embeddings and MLM head, come from the teacher (see `minialbert.student_init`).
-    `layer_map`: the teacher layer of each recursion (null: uniform)."""
-    from minialbert.configuration import MiniAlbertConfig
-    from minialbert.distillation import check_layer_map
-    from minialbert.modeling import MiniAlbertForMaskedLM
-    from minialbert.parameters import init_embeddings_from
-    from minialbert.student_init import check_compatible, copy_mlm_head, init_layers_from_teacher
-
-    tc = teacher.config
-    relax = spec.relaxation
-    svd = bool(relax.lora_rank) and relax.lora_init == "svd"
-    copy_embeddings = spec.init_from_teacher is not None and not spec.embeddings_from
-    hidden = spec.hidden_size or tc.hidden_size
-    if copy_embeddings and spec.embedding_size not in (None, tc.hidden_size):
-        raise ConfigError(f"student.embedding_size: init_from_teacher copies the teacher's embeddings, so E must "
-                          f"be the teacher's H ({tc.hidden_size}); got {spec.embedding_size} (leave it null)")
-    try:
-        config = MiniAlbertConfig(
-            vocab_size=tc.vocab_size,
-            embedding_size=spec.embedding_size or (tc.hidden_size if copy_embeddings else 128),
-            hidden_size=hidden,
-            num_hidden_layers=spec.num_recursions,
-            num_attention_heads=spec.num_attention_heads or tc.num_attention_heads,
-            intermediate_size=spec.intermediate_size or tc.intermediate_size,
-            hidden_act=spec.hidden_act,
-            hidden_dropout_prob=spec.hidden_dropout_prob,
-            attention_probs_dropout_prob=spec.attention_probs_dropout_prob,
-            max_position_embeddings=tc.max_position_embeddings,
-            type_vocab_size=getattr(tc, "type_vocab_size", 2),
-            layer_norm_eps=getattr(tc, "layer_norm_eps", 1e-12) if copy_embeddings or svd else 1e-12,
-            use_adapter=spec.use_adapter,
-            reduction_factor=spec.reduction_factor,
-            unique_layers=spec.unique_layers,
-            sharing=spec.sharing,
-            lora_rank=relax.lora_rank,
-            lora_alpha=relax.lora_alpha,
-            lora_targets=list(relax.lora_targets),
-            relax_norms=relax.norms,
-            relax_biases=relax.biases,
-            pad_token_id=getattr(tc, "pad_token_id", 0) or 0,
-        )
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"student: {e}") from None
-    if spec.init_from_teacher or svd:
-        check_compatible(config, tc, "student.init_from_teacher" if spec.init_from_teacher
-                         else "student.relaxation.lora_init: svd")
-    try:
-        layer_map = check_layer_map(layer_map, config.num_hidden_layers, tc.num_hidden_layers)
-    except ValueError as e:
-        raise ConfigError(f"loss.layer_map: {e}") from None
-    set_seed(seed)
-    model = MiniAlbertForMaskedLM(config)
-    if spec.init_from_teacher or svd:
-        init_layers_from_teacher(model, teacher, method=spec.init_from_teacher, layer_map=layer_map,
-                                 lora_init=relax.lora_init)
-    if spec.init_from_teacher:
-        # start as close to the teacher as the architecture allows: adapters add nothing yet
-        for adapter in (*(model.minialbert.att_adapters or ()), *(model.minialbert.ffn_adapters or ())):
-            adapter.init_near_identity(config.initializer_range)
-        copy_mlm_head(model, teacher)
-    source = spec.embeddings_from or (teacher if copy_embeddings else None)
-    if source is not None:
-        try:
-            init_embeddings_from(model, source)
-        except (OSError, ValueError, TypeError) as e:
-            raise ConfigError(f"student.embeddings_from: {e}") from None
-    return model
-
-
 def build_teacher(tokenizer, shape):
     """A randomly initialised BERT masked LM of the configured shape over the tokenizer's vocabulary."""
     from transformers import BertConfig, BertForMaskedLM
@@ -165,39 +92,50 @@ def build_teacher(tokenizer, shape):
     ))
 
 
+def resolve_student(cfg: DistillConfig | InitStudentConfig, teacher):
+    """(the student's MiniAlbertConfig, the resolved objective) of a distill config: the layer
+    map, the terms' settings and the sizes are resolved here, once, without changing `cfg`."""
+    from minialbert.objective import Objective
+    from minialbert.student import student_model_config
+
+    config = student_model_config(cfg.student, teacher.config)
+    try:
+        objective = Objective.resolve(config, teacher, layer_map=cfg.loss.layer_map,
+                                      weights=cfg.loss.weights.to_dict(), temperature=cfg.loss.temperature,
+                                      options=cfg.loss.to_dict())
+    except ValueError as e:
+        key = "loss.layer_map" if str(e).startswith("layer map") else "loss"
+        raise ConfigError(f"{key}: {e}") from None
+    return config, objective
+
+
+def resolved_record(config, objective) -> dict[str, Any]:
+    """What a student config's nulls resolved to, recorded beside it in metrics.json."""
+    from minialbert.student import resolved_sizes
+
+    return {"student": resolved_sizes(config), "layer_map": objective.layer_map}
+
+
 def distillation_setup(cfg: DistillConfig, tokenizer):
-    """(the student, its objective) for a distill config; records the sizes the nulls resolved to."""
-    from minialbert.distillation import DistillationModule, check_layer_map, is_baseline
+    """(the student, its objective as a module, what the config's nulls resolved to)."""
+    from minialbert.objective import DistillationModule
+    from minialbert.student import build_student
 
     teacher = load_teacher_for(cfg.teacher, tokenizer)
-    student = build_student(cfg.student, teacher, cfg.loss.layer_map, seed=cfg.training.seed)
-    record_resolved_sizes(cfg.student, student.config)
-    weights = cfg.loss.weights.to_dict()
-    try:
-        if not is_baseline(weights):
-            cfg.loss.layer_map = check_layer_map(cfg.loss.layer_map, student.config.num_hidden_layers,
-                                                 teacher.config.num_hidden_layers)
-        module = DistillationModule(student, teacher, layer_map=cfg.loss.layer_map, weights=weights,
-                                    temperature=cfg.loss.temperature, relation=cfg.loss.relation.to_dict())
-    except ValueError as e:
-        raise ConfigError(f"loss: {e}") from None
-    return student, module
-
-
-def record_resolved_sizes(spec: StudentConfig, config) -> None:
-    """Write the sizes the student section's nulls resolved to back into it (metrics.json)."""
-    spec.hidden_size, spec.num_attention_heads = config.hidden_size, config.num_attention_heads
-    spec.intermediate_size, spec.embedding_size = config.intermediate_size, config.embedding_size
+    config, objective = resolve_student(cfg, teacher)
+    student = build_student(cfg.student, teacher, objective.layer_map, seed=cfg.training.seed, config=config)
+    return student, DistillationModule(student, teacher, objective), resolved_record(config, objective)
 
 
 def pretraining_setup(cfg: PretrainTeacherConfig, tokenizer):
-    """(a fresh BERT, the MLM-only objective: the vocabulary head runs at masked positions only)."""
-    from minialbert.distillation import DistillationModule
+    """(a fresh BERT, the objective of the terms that need no teacher (masked-LM; the vocabulary
+    head runs at masked positions only), nothing resolved)."""
+    from minialbert.loss_terms import teacher_free_weights
+    from minialbert.objective import DistillationModule
 
     set_seed(cfg.training.seed)
     model = build_teacher(tokenizer, cfg.model)
-    mlm_only = {"mlm": 1.0, "attention": 0.0, "hidden": 0.0, "output": 0.0, "embedding": 0.0}
-    return model, DistillationModule(model, None, weights=mlm_only)
+    return model, DistillationModule(model, None, weights=teacher_free_weights()), None
 
 
 # ----------------------------------------------------------------------------------------
@@ -207,16 +145,15 @@ def pretraining_setup(cfg: PretrainTeacherConfig, tokenizer):
 def train_model(cfg: DistillConfig | PretrainTeacherConfig, output: str | os.PathLike) -> dict[str, Any]:
     """The runner of distill and pretrain-teacher: data, model and objective -> the training loop."""
     from minialbert.data.mlm import load_windows
-    from minialbert.training import TrainingJob, setup_runtime, shutdown_runtime, train
+    from minialbert.training import TrainingJob, run_training, setup_runtime, shutdown_runtime
 
-    training = cfg.training.to_dict()
-    runtime = setup_runtime(training)
+    runtime = setup_runtime(cfg.training)
     try:
         tokenizer_source = cfg.tokenizer or getattr(cfg, "teacher", None)
         tokenizer = load_tokenizer(tokenizer_source, "tokenizer" if cfg.tokenizer else "teacher")
         dataset = load_windows(cfg.windows, "windows")
         setup = distillation_setup if isinstance(cfg, DistillConfig) else pretraining_setup
-        model, module = setup(cfg, tokenizer)
+        model, module, resolved = setup(cfg, tokenizer)
 
         def save_model(dst: Path) -> None:
             model.save_pretrained(dst, safe_serialization=True)
@@ -226,7 +163,8 @@ def train_model(cfg: DistillConfig | PretrainTeacherConfig, output: str | os.Pat
         job = TrainingJob(module=module, compute_losses=lambda m, batch: m(batch), save_model=save_model,
                           dataset=dataset, tokenizer=tokenizer,
                           to_device=None if teacher is None else (lambda d: teacher.to(d)))
-        return train(job, training, output_dir=output, run_config=cfg.to_dict(), runtime=runtime)
+        return run_training(job, cfg.training, output_dir=output, run_config=cfg.to_dict(), resolved=resolved,
+                            runtime=runtime)
     finally:
         shutdown_runtime()
 
@@ -241,20 +179,25 @@ def init_scratch(cfg: ScratchModelConfig, output: str | os.PathLike) -> dict[str
 def init_student(cfg: InitStudentConfig, output: str | os.PathLike) -> dict[str, Any]:
     """Save the student exactly as `distill` with this config starts from, with the teacher's
     (or the configured) tokenizer, as OUTPUT/model."""
+    from minialbert.student import build_student
+
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.teacher, "tokenizer" if cfg.tokenizer else "teacher")
     teacher = load_teacher_for(cfg.teacher, tokenizer)
     seed = cfg.resolved_seed()
-    student = build_student(cfg.student, teacher, cfg.loss.layer_map, seed=seed)
-    record_resolved_sizes(cfg.student, student.config)
-    return save_untrained(student, tokenizer, output, cfg, seed=seed)
+    config, objective = resolve_student(cfg, teacher)
+    student = build_student(cfg.student, teacher, objective.layer_map, seed=seed, config=config)
+    return save_untrained(student, tokenizer, output, cfg, seed=seed, resolved=resolved_record(config, objective))
 
 
-def save_untrained(model, tokenizer, output: str | os.PathLike, cfg: Section, *, seed: int) -> dict[str, Any]:
+def save_untrained(model, tokenizer, output: str | os.PathLike, cfg: Section, *, seed: int,
+                   resolved: dict[str, Any] | None = None) -> dict[str, Any]:
     """OUTPUT/model (model + tokenizer) and OUTPUT/metrics.json, all or nothing."""
     from minialbert.adapters import count_parameters
     from minialbert.utils import atomic_directory, write_json_atomic
 
     metrics = {"steps": 0, "seed": seed, "parameters": count_parameters(model.base_model), "config": cfg.to_dict()}
+    if resolved is not None:
+        metrics["resolved"] = resolved
     with atomic_directory(output) as tmp:
         model.save_pretrained(tmp / "model", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "model")

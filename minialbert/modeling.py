@@ -23,7 +23,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-from .adapters import BottleneckAdapter, RecursionRelaxation, RelaxedLinear
+from .blocks import BottleneckAdapter, RecursionRelaxation, RelaxedLinear
 from .configuration import MiniAlbertConfig
 
 # A relaxed recursion's parameters for one block: {name in the block: (weight, bias)}.

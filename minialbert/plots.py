@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from minialbert.loss_terms import LOSS_TERMS
+
 MODE_MARKERS = {"full": "o", "adapter": "^"}
 MODE_HATCH = {"full": "", "adapter": "//"}
-# distillation terms first, then the total; the lr is drawn on its own axis
-LOSS_ORDER = ("mlm", "attention", "hidden", "output", "embedding", "relation", "total")
 
 
 def _pyplot():
@@ -137,7 +137,8 @@ def plot_loss_curves(train_logs: Mapping[str, str | Path], path: str | Path,
     plt = _pyplot()
     logs = {name: read_train_log(p) for name, p in train_logs.items()}
     logs = {name: records for name, records in logs.items() if records}
-    components = [c for c in LOSS_ORDER if any(c in r for records in logs.values() for r in records)]
+    order = (*LOSS_TERMS, "total")  # the loss-term table's order, then the total
+    components = [c for c in order if any(c in r for records in logs.values() for r in records)]
     components += sorted({k for records in logs.values() for r in records for k in r}
                          - set(components) - {"step", "epoch", "lr", "tokens_seen", "elapsed_seconds"})
     if not logs:

@@ -1,9 +1,9 @@
 """The training loop shared by `minialbert distill` and `minialbert pretrain-teacher`.
 
 A plain PyTorch loop (no Trainer, no accelerate), read top to bottom as three stages that
-`train` runs in order:
+`run_training` runs in order, on a typed `TrainingConfig`:
 
-- `setup`: device and DDP, AdamW (no weight decay on biases and LayerNorm weights, i.e. every
+- `prepare_loop`: device and DDP, AdamW (no weight decay on biases and LayerNorm weights, i.e. every
   parameter with fewer than two dimensions), linear warm-up then linear decay to zero, the
   data (`minialbert.data.mlm`: deterministic, rank-sharded batches with per-batch masking
   seeds), and the resume from the latest checkpoint (`minialbert.checkpoints`), refused when
@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from minialbert.configs import TrainingConfig
+from minialbert.optim import build_optimizer, linear_schedule
 from minialbert.checkpoints import TrainState, latest_checkpoint, load_checkpoint, resume_identity, save_checkpoint
 from minialbert.data.mlm import WINDOW_COLUMNS, ResumableBatches, SeededMLMCollator, TaggedRows
 from minialbert.utils import ConfigError, atomic_directory, config_hash, write_json_atomic
@@ -76,12 +77,12 @@ class Runtime:
         return self.rank == 0
 
 
-def setup_runtime(cfg: Mapping[str, Any]) -> Runtime:
+def setup_runtime(cfg: TrainingConfig) -> Runtime:
     """Read the torchrun environment (if any), pick the device, start the process group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    want = cfg.get("device", "auto")
+    want = cfg.device
     if want == "cuda" and not torch.cuda.is_available():
         raise ConfigError("training.device: cuda requested but no CUDA device is available")
     use_cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
@@ -92,36 +93,10 @@ def setup_runtime(cfg: Mapping[str, Any]) -> Runtime:
         device = torch.device("cpu")
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    bf16 = cfg.get("bf16", "auto")
+    bf16 = cfg.bf16
     if bf16 == "auto":
         bf16 = use_cuda and torch.cuda.is_bf16_supported()
     return Runtime(rank=rank, world_size=world_size, local_rank=local_rank, device=device, bf16=bool(bf16))
-
-
-# ----------------------------------------------------------------------------------------
-# optimisation
-
-
-def build_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: biases and LayerNorm weights (ndim < 2) are not decayed."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kwargs = {"fused": True} if all(p.is_cuda for p in decay + no_decay) and decay else {}
-    return torch.optim.AdamW(groups, lr=lr, **kwargs)
-
-
-def linear_schedule(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from 0 to the peak lr over `warmup_steps`, then linear decay to 0 at `total_steps`."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,7 +121,7 @@ class TrainingJob:
 
 @dataclass
 class TrainLoop:
-    """Everything `fit` and `finish` work on, built by `setup`; `state` is what a checkpoint saves."""
+    """Everything `fit` and `finish` work on, built by `prepare_loop`; `state` is what a checkpoint saves."""
 
     job: TrainingJob
     rt: Runtime
@@ -177,32 +152,32 @@ class TrainLoop:
 
 
 # ----------------------------------------------------------------------------------------
-# setup
+# prepare
 
 
-def setup(job: TrainingJob, cfg: Mapping[str, Any], output_dir: str | os.PathLike, run_config: Mapping[str, Any],
+def prepare_loop(job: TrainingJob, cfg: TrainingConfig, output_dir: str | os.PathLike, run_config: Mapping[str, Any],
           runtime: Runtime | None = None) -> TrainLoop:
     """Put the job on its device, build optimizer, schedule and data, and resume from the latest checkpoint."""
     rt = runtime or setup_runtime(cfg)
     module = job.module.to(rt.device)
     if job.to_device is not None:
         job.to_device(rt.device)
-    optimizer = build_optimizer(module, cfg["lr"], cfg["weight_decay"])
-    batches = ResumableBatches(len(job.dataset), cfg["batch_size"], seed=cfg["seed"], rank=rt.rank,
+    optimizer = build_optimizer(module, cfg.lr, cfg.weight_decay)
+    batches = ResumableBatches(len(job.dataset), cfg.batch_size, seed=cfg.seed, rank=rt.rank,
                                world_size=rt.world_size)
-    if cfg["max_steps"] is not None:
-        total_steps = cfg["max_steps"]
+    if cfg.max_steps is not None:
+        total_steps = cfg.max_steps
     else:
-        total_steps = math.ceil(cfg["epochs"] * batches.batches_per_epoch / cfg["gradient_accumulation_steps"])
+        total_steps = math.ceil(cfg.epochs * batches.batches_per_epoch / cfg.gradient_accumulation_steps)
     output_dir = Path(output_dir)
     loop = TrainLoop(
         job=job, rt=rt, module=module, train_module=module, optimizer=optimizer,
-        scheduler=linear_schedule(optimizer, cfg["warmup_steps"], total_steps), total_steps=total_steps,
+        scheduler=linear_schedule(optimizer, cfg.warmup_steps, total_steps), total_steps=total_steps,
         output_dir=output_dir,
-        checkpoint_dir=Path(cfg["checkpoint_dir"]) if cfg.get("checkpoint_dir") else output_dir / "checkpoints",
+        checkpoint_dir=Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else output_dir / "checkpoints",
         identity=resume_identity(run_config, TrainingConfig.operational_keys()),
     )
-    resume_or_start(loop, seed=cfg["seed"])
+    resume_or_start(loop, seed=cfg.seed)
     if rt.is_main:
         loop.events = open_event_writer(output_dir / "tensorboard", purge_step=loop.state.step)
     if rt.distributed:
@@ -210,8 +185,8 @@ def setup(job: TrainingJob, cfg: Mapping[str, Any], output_dir: str | os.PathLik
             module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
         )
     rows = TaggedRows(job.dataset, tuple(c for c in job.columns if c in job.dataset.column_names))
-    collate = SeededMLMCollator(job.tokenizer, cfg["mlm_probability"])
-    loop.data = micro_batches(rows, batches, collate, loop.state, num_workers=cfg["num_workers"], device=rt.device)
+    collate = SeededMLMCollator(job.tokenizer, cfg.mlm_probability)
+    loop.data = micro_batches(rows, batches, collate, loop.state, num_workers=cfg.num_workers, device=rt.device)
     return loop
 
 
@@ -266,14 +241,14 @@ def micro_batches(rows: TaggedRows, batches: ResumableBatches, collate: SeededML
 # fit
 
 
-def fit(loop: TrainLoop, cfg: Mapping[str, Any]) -> None:
+def fit(loop: TrainLoop, cfg: TrainingConfig) -> None:
     """Optimizer steps up to `loop.total_steps`, logging and checkpointing on the way.
 
     Raises NonFiniteLossError before applying a NaN/inf update, TrainingInterrupted after checkpointing on SIGTERM.
     """
     from tqdm.auto import tqdm
 
-    state, accum = loop.state, cfg["gradient_accumulation_steps"]
+    state, accum = loop.state, cfg.gradient_accumulation_steps
     bar = tqdm(total=loop.total_steps, initial=state.step, disable=not loop.rt.is_main, desc="training",
                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
     window = LossWindow()
@@ -284,8 +259,8 @@ def fit(loop: TrainLoop, cfg: Mapping[str, Any]) -> None:
             component_sum, tokens = accumulate_gradients(loop, accum)
             losses, step_tokens, sigterm = reduce_across_ranks(loop, component_sum, tokens, accum)
             check_finite(losses, state.step + 1, loop.checkpoint_dir)
-            if cfg["max_grad_norm"] is not None:
-                torch.nn.utils.clip_grad_norm_(loop.module.parameters(), cfg["max_grad_norm"])
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(loop.module.parameters(), cfg.max_grad_norm)
             loop.optimizer.step()
             loop.scheduler.step()
             loop.optimizer.zero_grad(set_to_none=True)
@@ -294,14 +269,14 @@ def fit(loop: TrainLoop, cfg: Mapping[str, Any]) -> None:
             loop.run_tokens += step_tokens
             window.add(losses)
             bar.update(1)
-            if state.step % cfg["log_interval"] == 0 or state.step == loop.total_steps:
+            if state.step % cfg.log_interval == 0 or state.step == loop.total_steps:
                 log_step(loop, window.pop_mean(), bar)
             if sigterm:
                 path = checkpoint(loop, cfg)
                 raise TrainingInterrupted(
                     f"SIGTERM at step {state.step}: checkpoint {path or loop.checkpoint_dir} written; restart to resume"
                 )
-            if state.step % cfg["checkpoint_interval"] == 0 and state.step < loop.total_steps:
+            if state.step % cfg.checkpoint_interval == 0 and state.step < loop.total_steps:
                 checkpoint(loop, cfg)
 
 
@@ -408,13 +383,13 @@ def log_step(loop: TrainLoop, losses: dict[str, float], bar) -> None:
     bar.set_postfix({n: f"{v:.4g}" for n, v in losses.items() if n == "total" or len(losses) < 4})
 
 
-def checkpoint(loop: TrainLoop, cfg: Mapping[str, Any]) -> Path | None:
+def checkpoint(loop: TrainLoop, cfg: TrainingConfig) -> Path | None:
     """Rank 0 writes `checkpoint_dir/step-N` and returns its path; the other ranks return None."""
     loop.state.wall_seconds = loop.wall_seconds()
     if not loop.rt.is_main:
         return None
     return save_checkpoint(loop.checkpoint_dir, module=loop.module, optimizer=loop.optimizer, scheduler=loop.scheduler,
-                           state=loop.state, identity=loop.identity, keep=cfg["keep_checkpoints"])
+                           state=loop.state, identity=loop.identity, keep=cfg.keep_checkpoints)
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -438,7 +413,8 @@ def _append_log(path: Path, record: Mapping[str, Any]) -> None:
 # finish
 
 
-def finish(loop: TrainLoop, run_config: Mapping[str, Any]) -> dict[str, Any]:
+def finish(loop: TrainLoop, run_config: Mapping[str, Any], resolved: Mapping[str, Any] | None = None
+           ) -> dict[str, Any]:
     """Rank 0 writes output_dir/model (atomically) and metrics.json; returns the metrics on every rank."""
     rt, state = loop.rt, loop.state
     wall = time.perf_counter() - loop.started
@@ -457,6 +433,8 @@ def finish(loop: TrainLoop, run_config: Mapping[str, Any]) -> dict[str, Any]:
         "config": run_config,
         "config_hash": config_hash(run_config),
     }
+    if resolved is not None:  # what the config's nulls resolved to (sizes, layer map), beside it
+        metrics["resolved"] = resolved
     if rt.is_main:
         with atomic_directory(loop.output_dir / "model") as tmp:
             loop.job.save_model(tmp)
@@ -476,17 +454,19 @@ def peak_memory_bytes(device: torch.device) -> int:
 # the entry point
 
 
-def train(job: TrainingJob, cfg: Mapping[str, Any], *, output_dir: str | os.PathLike, run_config: Mapping[str, Any],
-          runtime: Runtime | None = None) -> dict[str, Any]:
-    """Run (or resume) training to the configured step, then write output_dir/model, metrics.json.
+def run_training(job: TrainingJob, cfg: TrainingConfig, *, output_dir: str | os.PathLike,
+                 run_config: Mapping[str, Any], resolved: Mapping[str, Any] | None = None,
+                 runtime: Runtime | None = None) -> dict[str, Any]:
+    """Run (or resume) training to the configured step, then write output_dir/model, metrics.json
+    (`run_config`, the command's config as given, and `resolved`, what its nulls resolved to).
 
     Returns the metrics dict. Raises NonFiniteLossError on a NaN/inf loss (no update applied,
     the last checkpoint kept) and TrainingInterrupted after checkpointing on SIGTERM.
     """
-    loop = setup(job, cfg, output_dir, run_config, runtime)
+    loop = prepare_loop(job, cfg, output_dir, run_config, runtime)
     try:
         fit(loop, cfg)
-        return finish(loop, run_config)
+        return finish(loop, run_config, resolved)
     finally:
         if loop.events is not None:
             loop.events.close()

@@ -32,7 +32,9 @@ def make_tokenizer(dst: Path):
     dst.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
     (dst / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(dst / "vocab.txt"), do_lower_case=True)
+    # `vocab=`, not `vocab_file=`: transformers 5 ignores the file there and keeps the 5 special tokens
+    tok = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    assert len(tok) == len(vocab)
     tok.save_pretrained(dst)
     return tok
 

@@ -12,13 +12,13 @@ import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
 import minialbert
-from minialbert.distillation import (
+from minialbert.objective import (
     DistillationModule,
-    check_layer_map,
     distillation_losses,
     masked_positions_from_labels,
-    uniform_layer_map,
 )
+from minialbert.loss_terms import default_weights
+from minialbert.recursions import check_layer_map, uniform_layer_map
 
 from distill_world import one_thread  # noqa: F401
 
@@ -110,17 +110,29 @@ def test_gradients_match_the_naive_formulation():
     eager.set_attn_implementation("eager")
     twin = copy.deepcopy(student)
     distillation_losses(student, teacher, batch)["total"].backward()
-    _naive()(twin, eager, batch, uniform_layer_map(2, 4), minialbert.distillation.PAPER_WEIGHTS)["total"].backward()
+    _naive()(twin, eager, batch, uniform_layer_map(2, 4), default_weights())["total"].backward()
     for (name, p), q in zip(student.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_collator_positions_give_the_same_losses_as_labels():
-    teacher, student, batch = tiny_teacher(), tiny_student(), tiny_batch()
+def test_collator_positions_give_the_same_losses_as_labels(tmp_path):
+    """The training collator's `masked_positions` (padded with -1 to a multiple of 8) give the
+    losses that positions derived from the labels give."""
+    from distill_world import make_tokenizer
+
+    from minialbert.data.mlm import SeededMLMCollator
+
+    tok = make_tokenizer(tmp_path / "tok")
+    teacher, student = tiny_teacher(vocab=len(tok)), tiny_student(vocab=len(tok))
+    texts = ["the cat sat on the mat", "a big red house", "the quick fox jumped over the lazy dog far away"]
+    rows = [{"input_ids": ids, "_seed": 3} if i == 0 else {"input_ids": ids}
+            for i, ids in enumerate(tok(texts)["input_ids"])]
+    batch = SeededMLMCollator(tok, 0.3)(rows)
+    positions = batch["masked_positions"]
+    assert (positions == -1).any(), "the padding entries of the positions must be exercised"
     with torch.no_grad():
         a = distillation_losses(student, teacher, batch)
-        b = distillation_losses(student, teacher, {**batch, "masked_positions":
-                                                   masked_positions_from_labels(batch["labels"], 16)})
+        b = distillation_losses(student, teacher, {k: v for k, v in batch.items() if k != "masked_positions"})
     assert_close_rel(a, b)
 
 

@@ -82,7 +82,8 @@ def test_distil_tiny_student_learns_and_writes_outputs(world, tmp_path):
               "config_hash", "total", "attention"):
         assert k in metrics
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert saved["steps"] == 24 and saved["config"]["loss"]["layer_map"] == [1, 3]
+    assert saved["steps"] == 24 and saved["resolved"]["layer_map"] == [1, 3]
+    assert saved["config"]["loss"]["layer_map"] is None  # the config as given; what it resolved to is beside it
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "out" / "model")
     assert type(model).__name__ == "MiniAlbertForMaskedLM" and model.config.num_hidden_layers == 2
     tok = AutoTokenizer.from_pretrained(tmp_path / "out" / "model")

@@ -21,13 +21,13 @@ from transformers import (
 )
 
 from minialbert.adapters import RecursionRelaxation, count_parameters, prepare_for_adapter_tuning
-from minialbert.configs import DistillConfig, LossConfig, StudentConfig
-from minialbert.configuration import sharing_pattern
-from minialbert.distill import build_student, distillation_setup, load_tokenizer, run_command
-from minialbert.distillation import distillation_losses, relation_loss
+from minialbert.configs import DistillConfig, InitStudentConfig, LossConfig, StudentConfig
+from minialbert.recursions import sharing_pattern
+from minialbert.distill import distillation_setup, load_tokenizer, resolve_student, run_command
+from minialbert.objective import distillation_losses, relation_loss
 from minialbert.modeling import MiniAlbertForMaskedLM, MiniAlbertForSequenceClassification
-from minialbert.adapters import TARGET_PATHS
-from minialbert.student_init import BERT_LAYER_PATHS, layer_state
+from minialbert.blocks import TARGET_PATHS
+from minialbert.student import BERT_LAYER_PATHS, build_student, layer_state
 from minialbert.utils import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +44,9 @@ def bert_teacher(hidden=16, layers=3, heads=2, intermediate=None, vocab=50, seed
 
 def student(teacher, layer_map=None, seed=0, **spec):
     spec.setdefault("use_adapter", False)
-    return build_student(StudentConfig.from_dict(spec, key="student"), teacher, layer_map, seed=seed).eval()
+    cfg = InitStudentConfig.from_dict({"teacher": "unused", "student": spec, "loss": {"layer_map": layer_map}})
+    config, objective = resolve_student(cfg, teacher)  # the layer map is checked here, as distill does
+    return build_student(cfg.student, teacher, objective.layer_map, seed=seed, config=config).eval()
 
 
 def max_difference(student_model, teacher, inputs) -> float:
@@ -381,7 +383,7 @@ def test_init_student_writes_the_student_distillation_starts_from(tmp_path):
     assert isinstance(saved, MiniAlbertForMaskedLM) and saved.config.lora_rank == 4
     assert (tmp_path / "out" / "model" / "tokenizer.json").exists()
     cfg = DistillConfig.from_dict(config)
-    start, _ = distillation_setup(cfg, load_tokenizer(str(tmp_path / "teacher"), "teacher"))
+    start, _, _ = distillation_setup(cfg, load_tokenizer(str(tmp_path / "teacher"), "teacher"))
     a, b = saved.state_dict(), start.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -19,10 +19,9 @@ from minialbert.training import (
     NonFiniteLossError,
     TrainingInterrupted,
     TrainingJob,
-    build_optimizer,
-    linear_schedule,
-    train,
+    run_training,
 )
+from minialbert.optim import build_optimizer, linear_schedule
 from minialbert.utils import ConfigError
 from distill_world import make_tokenizer, make_windows, one_thread  # noqa: F401
 
@@ -75,7 +74,7 @@ def make_job(tok, ds, hook=None):
 
 
 def resolve_training_config(raw):
-    return TrainingConfig.from_dict(raw, key="training").to_dict()
+    return TrainingConfig.from_dict(raw, key="training")
 
 
 def cfg(**kw):
@@ -91,7 +90,7 @@ def test_config_validation_names_the_key():
         resolve_training_config({"max_steps": 1, "epochs": 1})
     with pytest.raises(ConfigError, match="training.bogus"):
         resolve_training_config({"bogus": 1, "max_steps": 1})
-    assert resolve_training_config({"epochs": 2})["mlm_probability"] == 0.15
+    assert resolve_training_config({"epochs": 2}).mlm_probability == 0.15
 
 
 def test_batches_are_sharded_deterministic_and_resumable():
@@ -138,7 +137,7 @@ def test_nonfinite_loss_stops_naming_step_and_component_and_keeps_checkpoint(dat
     tok, ds = data
     job, _ = make_job(tok, ds, hook=lambda n: torch.tensor(float("nan")) if n == 5 else torch.zeros(()))
     with pytest.raises(NonFiniteLossError, match=r"step 5: non-finite loss component\(s\) aux, total") as e:
-        train(job, cfg(), output_dir=tmp_path, run_config={"x": 1})
+        run_training(job, cfg(), output_dir=tmp_path, run_config={"x": 1})
     assert "step-00000004" in str(e.value)
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000004"
     assert not (tmp_path / "model").exists()
@@ -147,7 +146,7 @@ def test_nonfinite_loss_stops_naming_step_and_component_and_keeps_checkpoint(dat
 def test_sigterm_checkpoints_stops_and_resume_matches_uninterrupted_run(data, tmp_path):
     tok, ds = data
     job, ref = make_job(tok, ds)
-    train(job, cfg(), output_dir=tmp_path / "straight", run_config={"x": 1})
+    run_training(job, cfg(), output_dir=tmp_path / "straight", run_config={"x": 1})
 
     def term(n):
         if n == 3:
@@ -156,10 +155,10 @@ def test_sigterm_checkpoints_stops_and_resume_matches_uninterrupted_run(data, tm
 
     job, _ = make_job(tok, ds, hook=term)
     with pytest.raises(TrainingInterrupted, match="SIGTERM at step 3"):
-        train(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1})
+        run_training(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1})
     assert latest_checkpoint(tmp_path / "cut" / "checkpoints").name == "step-00000003"
     job, resumed = make_job(tok, ds)
-    metrics = train(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1})
+    metrics = run_training(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1})
     assert metrics["steps"] == 6
     for k in ref["state"]:
         torch.testing.assert_close(resumed["state"][k], ref["state"][k])
@@ -174,23 +173,23 @@ def test_sigterm_checkpoints_stops_and_resume_matches_uninterrupted_run(data, tm
 def test_checkpoint_of_another_config_is_refused_but_operational_changes_resume(data, tmp_path):
     tok, ds = data
     job, _ = make_job(tok, ds)
-    run_config = {"x": 1, "training": dict(cfg(max_steps=4))}
-    train(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)
+    run_config = {"x": 1, "training": cfg(max_steps=4).to_dict()}
+    run_training(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000002"
     job, _ = make_job(tok, ds)
     with pytest.raises(ConfigError, match="different config"):
-        train(job, cfg(max_steps=4), output_dir=tmp_path, run_config={**run_config, "x": 2})
+        run_training(job, cfg(max_steps=4), output_dir=tmp_path, run_config={**run_config, "x": 2})
     # logging / checkpointing cadence does not change what is computed: resumed, not refused
     job, _ = make_job(tok, ds)
-    changed = {"x": 1, "training": dict(cfg(max_steps=4, log_interval=3))}
-    assert train(job, cfg(max_steps=4, log_interval=3), output_dir=tmp_path, run_config=changed)["steps"] == 4
+    changed = {"x": 1, "training": cfg(max_steps=4, log_interval=3).to_dict()}
+    assert run_training(job, cfg(max_steps=4, log_interval=3), output_dir=tmp_path, run_config=changed)["steps"] == 4
 
 
 def test_checkpoint_meta_names_resume_identity_and_legacy_config_hash_still_resumes(data, tmp_path):
     tok, ds = data
     job, _ = make_job(tok, ds)
-    run_config = {"x": 1, "training": dict(cfg(max_steps=4))}
-    train(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)
+    run_config = {"x": 1, "training": cfg(max_steps=4).to_dict()}
+    run_training(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)
     ckpt = latest_checkpoint(tmp_path / "checkpoints")
     meta = json.loads((ckpt / "meta.json").read_text())
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -201,9 +200,9 @@ def test_checkpoint_meta_names_resume_identity_and_legacy_config_hash_still_resu
     (ckpt / "meta.json").write_text(json.dumps(meta))
     job, _ = make_job(tok, ds)
     with pytest.raises(ConfigError, match="different config"):
-        train(job, cfg(max_steps=4), output_dir=tmp_path, run_config={**run_config, "x": 2})
+        run_training(job, cfg(max_steps=4), output_dir=tmp_path, run_config={**run_config, "x": 2})
     job, _ = make_job(tok, ds)
-    assert train(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)["steps"] == 4
+    assert run_training(job, cfg(max_steps=4), output_dir=tmp_path, run_config=run_config)["steps"] == 4
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert {"event": "resume", "step": 2, "checkpoint": str(ckpt)} in log
     assert [r["step"] for r in log if "event" not in r] == [1, 2, 3, 4]
@@ -212,7 +211,7 @@ def test_checkpoint_meta_names_resume_identity_and_legacy_config_hash_still_resu
 def test_epochs_and_gradient_accumulation(data, tmp_path):
     tok, ds = data  # 20 rows, batch 4: 5 micro-batches per epoch
     job, _ = make_job(tok, ds)
-    metrics = train(job, cfg(max_steps=None, epochs=2, gradient_accumulation_steps=2), output_dir=tmp_path,
+    metrics = run_training(job, cfg(max_steps=None, epochs=2, gradient_accumulation_steps=2), output_dir=tmp_path,
                     run_config={"x": 1})
     assert metrics["steps"] == 5  # ceil(2 epochs x 5 batches / 2)
     assert metrics["tokens_seen"] == sum(sum(r) for r in ds["attention_mask"]) * 2

@@ -3,6 +3,11 @@
     total = w_mlm MLM + w_att ATT + w_hid HID + w_out OUT + w_emb EMB + w_rel REL
     (paper: 1, 3, 3, 5, 0, 0; student recursion i matched to teacher layer (i+1)*T/S - 1)
 
+The terms and their default weights are declared in `minialbert.loss_terms` (one table); this
+module resolves an objective once (`Objective.resolve`: weights, layer map, each term's own
+settings), runs the teacher and the student for exactly what the computed terms read, and
+walks the table. The numerics of the paper's terms are the functions below.
+
 With the authors' exact normalisations (these set the effective weights):
 - MLM: cross-entropy of the student's MLM logits, mean over labelled (masked) positions.
 - ATT: per matched layer, KL(t_row || s_row) summed over keys, summed over the (batch, head,
@@ -50,6 +55,7 @@ term needing a projection that was not created (weight 0, sizes differ) is left 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -57,13 +63,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from minialbert.data.mlm import masked_positions_from_labels
+from minialbert.loss_terms import LOSS_TERMS, LossTerm, default_weights, needs_teacher
 from minialbert.modeling import MiniAlbertForMaskedLM
+from minialbert.recursions import check_layer_map
 
-COMPONENTS = ("mlm", "attention", "hidden", "output", "embedding", "relation")
-PAPER_WEIGHTS: dict[str, float] = {"mlm": 1.0, "attention": 3.0, "hidden": 3.0, "output": 5.0, "embedding": 0.0,
-                                   "relation": 0.0}
 KL_EPS = 1e-12  # the authors' smoothing of both attention distributions
-TEACHER_TERMS = ("attention", "hidden", "output", "embedding", "relation")
 
 
 # ----------------------------------------------------------------------------------------
@@ -71,32 +75,18 @@ TEACHER_TERMS = ("attention", "hidden", "output", "embedding", "relation")
 
 
 def resolve_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
-    """Paper defaults overridden by `weights`; unknown names or negative values are refused."""
-    out = dict(PAPER_WEIGHTS)
+    """Every term's default weight (`minialbert.loss_terms`) overridden by `weights`; unknown
+    names or negative values are refused."""
+    out = default_weights()
     for name, value in (weights or {}).items():
-        if name not in PAPER_WEIGHTS:
-            raise ValueError(f"loss weight {name!r}: unknown component (known: {', '.join(COMPONENTS)})")
+        if name not in out:
+            raise ValueError(f"loss weight {name!r}: unknown component (known: {', '.join(out)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"loss weight {name}: expected a finite number >= 0, got {value!r}")
         out[name] = float(value)
     if not any(v > 0 for v in out.values()):
         raise ValueError("loss weights: at least one component must have a weight > 0")
     return out
-
-
-def is_baseline(weights: Mapping[str, float]) -> bool:
-    """True when no term needs the teacher (only MLM is weighted): the teacher is then not run."""
-    return all(weights.get(name, 0.0) == 0 for name in TEACHER_TERMS)
-
-
-def uniform_layer_map(num_student: int, num_teacher: int) -> list[int]:
-    """Student recursion i -> teacher layer (i+1)*T/S - 1 (0-based, rounded down): 2i+1 for 6 of 12."""
-    if num_student > num_teacher:
-        raise ValueError(
-            f"layer map: the student has more recursions ({num_student}) than the teacher has layers "
-            f"({num_teacher}); give an explicit loss.layer_map"
-        )
-    return [(i + 1) * num_teacher // num_student - 1 for i in range(num_student)]
 
 
 def resolve_relation(relation: Mapping[str, Any] | None, student: nn.Module, teacher: nn.Module) -> dict[str, int]:
@@ -118,26 +108,6 @@ def resolve_relation(relation: Mapping[str, Any] | None, student: nn.Module, tea
                          f"and the student's ({widths[1]})")
     out["heads"] = heads
     return out
-
-
-def check_layer_map(layer_map: Sequence[int] | None, num_student: int, num_teacher: int) -> list[int]:
-    """Validate (or default) a layer map: one 0-based teacher layer index per student recursion."""
-    if layer_map is None:
-        return uniform_layer_map(num_student, num_teacher)
-    if isinstance(layer_map, (str, bytes)) or not isinstance(layer_map, Sequence):
-        raise ValueError(f"layer map: expected a list of {num_student} teacher layer indices, got {layer_map!r}")
-    layer_map = list(layer_map)
-    if len(layer_map) != num_student:
-        raise ValueError(
-            f"layer map {layer_map}: has {len(layer_map)} entries but the student has {num_student} recursions "
-            "(one 0-based teacher layer per recursion expected)"
-        )
-    for j in layer_map:
-        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < num_teacher:
-            raise ValueError(
-                f"layer map {layer_map}: entry {j!r} is not a teacher layer index in 0..{num_teacher - 1}"
-            )
-    return layer_map
 
 
 # ----------------------------------------------------------------------------------------
@@ -170,13 +140,15 @@ def _self_attention_modules(teacher: nn.Module) -> list[nn.Module] | None:
     return None
 
 
-def num_layers_and_heads(model: nn.Module) -> tuple[int, int]:
-    cfg = model.config
+def num_layers_and_heads(model) -> tuple[int, int]:
+    """(layers or recursions, attention heads) of a model or a model config."""
+    cfg = getattr(model, "config", model)
     return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
 
 
-def hidden_size(model: nn.Module) -> int:
-    return int(model.config.hidden_size)
+def hidden_size(model) -> int:
+    """H of a model or a model config."""
+    return int(getattr(model, "config", model).hidden_size)
 
 
 def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -334,147 +306,200 @@ def output_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid:
 # the objective
 
 
-def distillation_losses(student: nn.Module, teacher: nn.Module | None, batch: Mapping[str, torch.Tensor], *,
-                        layer_map: Sequence[int] | None = None, weights: Mapping[str, float] | None = None,
-                        temperature: float = 1.0, hidden_projection: nn.Module | None = None,
-                        embedding_projection: nn.Module | None = None,
-                        relation: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """The distillation loss components and their weighted `total` (scalar tensors).
+@dataclass
+class LossInputs:
+    """What a loss term's function reads (`minialbert.loss_terms.LossTerm.compute`).
 
-    `batch`: input_ids, attention_mask, labels (-100 where not masked), optional
-    token_type_ids and masked_positions. Defaults are the paper's (module docstring); the
-    teacher is run in eval mode without gradient, and not at all when only `mlm` is weighted.
-    `hidden_projection` / `embedding_projection` (Linear H_s -> H_t) are required when the
-    hidden sizes differ and the term is weighted (`DistillationModule` owns them).
-    `relation`: the relation term's teacher_layer, student_recursion and heads (`resolve_relation`).
-    """
-    w = resolve_weights(weights)
-    if not temperature > 0:
-        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
-    baseline = is_baseline(w)
-    if not baseline and teacher is None:
-        raise ValueError("distillation_losses: a teacher is required unless only the mlm weight is > 0")
-    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if batch.get("token_type_ids") is not None:
-        inputs["token_type_ids"] = batch["token_type_ids"]
-    positions = batch.get("masked_positions")
-    if positions is None:
-        positions = masked_positions_from_labels(labels)
-    valid = positions >= 0
-    gathered_labels = labels.reshape(-1).index_select(0, positions.clamp(min=0)).masked_fill(~valid, -100)
+    `student_logits` (K, V) and `labels` (K,) at the K gathered masked positions (`valid`
+    False on padding entries, whose label is -100); `attention_mask` (B, T); `student` /
+    `teacher`: the outputs the computed terms asked for (`hidden_states`: embeddings output
+    then one per recursion / layer; `attentions`: the student's per recursion, the teacher's
+    {layer: probs} for the layer map's layers; `logits`: the teacher's at the same positions;
+    `qkv`: the projected (queries, keys, values) of the layer the term's settings name);
+    `projection`: this term's Linear(H_s, H_t), or the identity when the widths are equal;
+    `settings`: this term's resolved options."""
 
-    S, student_heads = num_layers_and_heads(student)
+    student_logits: torch.Tensor
+    labels: torch.Tensor
+    valid: torch.Tensor
+    attention_mask: torch.Tensor
+    student: dict[str, Any]
+    teacher: dict[str, Any] | None
+    layer_map: list[int] | None
+    temperature: float
+    projection: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda x: x)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Objective:
+    """An objective resolved once against its student and teacher: every term's weight, the
+    checked layer map (the teacher layer of each recursion), the temperature, each term's own
+    settings, and whether the student's and teacher's hidden sizes differ."""
+
+    weights: dict[str, float]
+    layer_map: list[int] | None
+    temperature: float
+    settings: dict[str, dict[str, Any]]
+    widths_differ: bool
+
+    @classmethod
+    def resolve(cls, student, teacher, *, layer_map: Sequence[int] | None = None,
+                weights: Mapping[str, float] | None = None, temperature: float = 1.0,
+                options: Mapping[str, Any] | None = None) -> Objective:
+        """`student` / `teacher`: models or their configs (the teacher may be None when no weighted
+        term reads it); `options`: the terms' own sections by name (e.g. {"relation": {...}}).
+        ValueError names what is wrong; the layer map is checked here and nowhere else."""
+        w = resolve_weights(weights)
+        if not temperature > 0:
+            raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+        if needs_teacher(w) and teacher is None:
+            raise ValueError("a teacher is required unless only terms that need none (mlm) have a weight > 0")
+        if teacher is None:
+            return cls(w, None, float(temperature), {}, False)
+        layer_map = check_layer_map(layer_map, num_layers_and_heads(student)[0], num_layers_and_heads(teacher)[0])
+        settings = {name: term.resolve(dict((options or {}).get(term.options) or {}), student, teacher)
+                    for name, term in LOSS_TERMS.items() if term.resolve is not None and w[name] > 0}
+        return cls(w, layer_map, float(temperature), settings, hidden_size(student) != hidden_size(teacher))
+
+    @property
+    def uses_teacher(self) -> bool:
+        return needs_teacher(self.weights)
+
+    def projected_terms(self) -> list[str]:
+        """The weighted terms that compare hidden states through a trained Linear(H_s, H_t)."""
+        return [n for n, t in LOSS_TERMS.items() if t.projection and self.widths_differ and self.weights[n] > 0]
+
+    def computed_terms(self, projections: Mapping[str, nn.Module]) -> list[tuple[str, LossTerm]]:
+        """The terms computed, in table order: the weighted ones, and the others that are reported
+        at weight 0 (not those that need a teacher when it is not run, nor a projection that
+        does not exist)."""
+        out = []
+        for name, term in LOSS_TERMS.items():
+            if self.weights[name] > 0 or (term.reported_unweighted and (self.uses_teacher or not term.needs_teacher)):
+                if term.projection and self.widths_differ and name not in projections:
+                    if self.weights[name] > 0:
+                        raise ValueError(
+                            f"student hidden size != teacher's: the {name} term needs a projection (pass "
+                            f"projections={{'{name}': Linear(H_s, H_t)}} trained with the student, or use "
+                            f"DistillationModule, which owns it as {name}_projection)")
+                    continue
+                out.append((name, term))
+        return out
+
+    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: Mapping[str, torch.Tensor],
+               projections: Mapping[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
+        """Every computed term (weight 0: without gradient) and the weighted `total` (scalar tensors).
+
+        `batch`: input_ids, attention_mask, labels (-100 where not masked), optional
+        token_type_ids and masked_positions (flat indices, -1 padding; derived from labels
+        when absent). The teacher runs in eval mode without gradient, and not at all when no
+        weighted term reads it."""
+        projections = {n: p for n, p in (projections or {}).items() if p is not None}
+        terms = self.computed_terms(projections)
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if batch.get(k) is not None}
+        labels = batch["labels"]
+        positions = batch.get("masked_positions")
+        if positions is None:
+            positions = masked_positions_from_labels(labels)
+        valid = positions >= 0
+        gathered_labels = labels.reshape(-1).index_select(0, positions.clamp(min=0)).masked_fill(~valid, -100)
+        wants_student = {o for _, t in terms for o in t.student}
+        wants_teacher = {o for _, t in terms for o in t.teacher}
+        qkv = next((self.settings[n] for n, t in terms if "qkv" in t.teacher + t.student), None)
+        t_out = None
+        if self.uses_teacher:
+            t_out = run_teacher(teacher, inputs, self.layer_map, positions,
+                                need_attentions="attentions" in wants_teacher,
+                                qkv_layer=qkv["teacher_layer"] if qkv and "qkv" in wants_teacher else None)
+        s_logits, s_out = run_student(student, inputs, positions, wants_student,
+                                      qkv_recursion=qkv["student_recursion"] if qkv else None)
+        shared = LossInputs(s_logits, gathered_labels, valid, batch["attention_mask"], s_out, t_out,
+                            self.layer_map, self.temperature)
+        losses: dict[str, torch.Tensor] = {}
+        for name, term in terms:
+            x = replace(shared, settings=self.settings.get(name, {}),
+                        projection=projections.get(name, shared.projection) if self.widths_differ
+                        else shared.projection)
+            if self.weights[name] > 0:
+                losses[name] = term.compute(x)
+            else:
+                with torch.no_grad():
+                    losses[name] = term.compute(x)
+        losses["total"] = sum(self.weights[name] * value for name, value in losses.items() if self.weights[name] > 0)
+        return losses
+
+
+def run_student(student: nn.Module, inputs: Mapping[str, torch.Tensor], positions: torch.Tensor,
+                outputs: set[str], qkv_recursion: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The student's MLM logits at `positions` (the head runs there only) and the `outputs`
+    asked for (hidden_states, attentions, qkv of recursion `qkv_recursion`). Without
+    attentions the fast (SDPA) path runs."""
+    kwargs: dict[str, Any] = {}
+    if "hidden_states" in outputs:
+        kwargs["output_hidden_states"] = True
+    if "attentions" in outputs:
+        kwargs["output_attentions"] = True
+    if "qkv" in outputs:
+        kwargs["output_qkv"] = qkv_recursion
     split = _split_mlm_model(student)
-    if baseline:
-        # No teacher terms: the fast (SDPA) student path, nothing but MLM.
-        if split is not None:
-            enc, head = split
-            s_logits = head(_gather_positions(enc(**inputs).last_hidden_state, positions))
-        else:
-            s_logits = _gather_positions(student(**inputs).logits, positions)
-        mlm = masked_lm_loss(s_logits, gathered_labels)
-        return {"mlm": mlm, "total": w["mlm"] * mlm}
-
-    T_layers, teacher_heads = num_layers_and_heads(teacher)
-    layer_map = check_layer_map(layer_map, S, T_layers)
-    differ = hidden_size(student) != hidden_size(teacher)
-    if differ and w["hidden"] > 0 and hidden_projection is None:
-        raise ValueError(
-            f"student hidden size {hidden_size(student)} != teacher's {hidden_size(teacher)}: pass hidden_projection "
-            "(a Linear H_s -> H_t trained with the student), e.g. use DistillationModule"
-        )
-    if differ and w["embedding"] > 0 and embedding_projection is None:
-        raise ValueError(
-            f"student hidden size {hidden_size(student)} != teacher's {hidden_size(teacher)}: pass "
-            "embedding_projection (a Linear H_s -> H_t), e.g. use DistillationModule"
-        )
-
-    rel = resolve_relation(relation, student, teacher) if w["relation"] > 0 else None
-    t = run_teacher(teacher, inputs, layer_map, positions, qkv_layer=rel and rel["teacher_layer"])
-    student_kwargs = dict(output_hidden_states=True, output_attentions=True)
-    if rel is not None:
-        student_kwargs["output_qkv"] = rel["student_recursion"]
     if split is not None:
         enc, head = split
-        s_out = enc(**inputs, **student_kwargs)
-        s_logits = head(_gather_positions(s_out.last_hidden_state, positions))
+        out = enc(**inputs, **kwargs)
+        logits = head(_gather_positions(out.last_hidden_state, positions))
     else:
-        s_out = student(**inputs, **student_kwargs)
-        s_logits = _gather_positions(s_out.logits, positions)
-    s_hidden, s_att = s_out.hidden_states, s_out.attentions
-    if not s_att or any(a is None for a in s_att):
+        out = student(**inputs, **kwargs)
+        logits = _gather_positions(out.logits, positions)
+    if "attentions" in outputs and (not out.attentions or any(a is None for a in out.attentions)):
         raise RuntimeError("the student returned no attention probabilities; it must support output_attentions=True")
+    return logits, {name: getattr(out, name) for name in outputs}
 
-    def weighted(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if w[name] > 0:
-            return fn()
-        with torch.no_grad():
-            return fn()
 
-    losses: dict[str, torch.Tensor] = {}
-    losses["mlm"] = weighted("mlm", lambda: masked_lm_loss(s_logits, gathered_labels))
-    losses["attention"] = weighted(
-        "attention",
-        lambda: sum(attention_kl(t["attentions"][j], s_att[i], attention_mask) for i, j in enumerate(layer_map)),
-    )
-    if not differ or hidden_projection is not None:
-        proj = hidden_projection if differ else (lambda x: x)
-        losses["hidden"] = weighted(
-            "hidden",
-            lambda: sum(cosine_distance(proj(s_hidden[i + 1]), t["hidden_states"][j + 1], attention_mask)
-                        for i, j in enumerate(layer_map)),
-        )
-    losses["output"] = weighted("output", lambda: output_kl(s_logits, t["logits"], valid, temperature))
-    if not differ or embedding_projection is not None:
-        proj_e = embedding_projection if differ else (lambda x: x)
-        losses["embedding"] = weighted(
-            "embedding", lambda: cosine_distance(proj_e(s_hidden[0]), t["hidden_states"][0], attention_mask)
-        )
-    if rel is not None:
-        losses["relation"] = relation_loss(t["qkv"], s_out.qkv, attention_mask, rel["heads"])
-    total = sum(w[name] * value for name, value in losses.items() if w[name] > 0)
-    losses["total"] = total
-    return losses
+def distillation_losses(student: nn.Module, teacher: nn.Module | None, batch: Mapping[str, torch.Tensor], *,
+                        layer_map: Sequence[int] | None = None, weights: Mapping[str, float] | None = None,
+                        temperature: float = 1.0, projections: Mapping[str, nn.Module] | None = None,
+                        relation: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The loss components and their weighted `total` for one batch, the objective resolved on
+    the spot (`Objective`; a training loop holds a `DistillationModule` instead). Defaults are
+    the paper's; `projections`: {term: Linear(H_s, H_t)} for the hidden-state terms of a
+    student of another width; `relation`: the relation term's settings."""
+    objective = Objective.resolve(student, teacher, layer_map=layer_map, weights=weights, temperature=temperature,
+                                  options={"relation": relation})
+    return objective.losses(student, teacher, batch, projections)
 
 
 class DistillationModule(nn.Module):
-    """The trainable side of distillation: the student, plus Linear(H_s, H_t) projections for the
-    hidden/embedding terms when hidden sizes differ (trained, never saved with the student).
-    The teacher is held outside the parameter tree: not trained, not checkpointed, not synced by
-    DDP, always in eval mode. `forward(batch)` returns `distillation_losses(...)`."""
+    """The trainable side of distillation: the student, plus a Linear(H_s, H_t) per weighted
+    hidden-state term (`<term>_projection`) when hidden sizes differ (trained, never saved with
+    the student). The teacher is held outside the parameter tree: not trained, not
+    checkpointed, not synced by DDP, always in eval mode. `forward(batch)` returns the losses.
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, *, layer_map: Sequence[int] | None = None,
-                 weights: Mapping[str, float] | None = None, temperature: float = 1.0,
-                 relation: Mapping[str, Any] | None = None):
+    Give a resolved `objective`, or the settings to resolve one from (`Objective.resolve`)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, objective: Objective | None = None, *,
+                 layer_map: Sequence[int] | None = None, weights: Mapping[str, float] | None = None,
+                 temperature: float = 1.0, relation: Mapping[str, Any] | None = None):
         super().__init__()
+        if objective is None:
+            w = resolve_weights(weights)
+            objective = Objective.resolve(student, teacher if needs_teacher(w) else None, layer_map=layer_map,
+                                          weights=w, temperature=temperature, options={"relation": relation})
         self.student = student
-        self.weights = resolve_weights(weights)
-        self.temperature = float(temperature)
-        self.relation = None
-        self.baseline = is_baseline(self.weights)
-        object.__setattr__(self, "_teacher", None if self.baseline else teacher)
-        self.hidden_projection = self.embedding_projection = None
-        if not self.baseline:
-            if teacher is None:
-                raise ValueError("DistillationModule: a teacher is required unless only the mlm weight is > 0")
-            teacher.eval().requires_grad_(False)
-            self.layer_map = check_layer_map(layer_map, num_layers_and_heads(student)[0],
-                                             num_layers_and_heads(teacher)[0])
-            if self.weights["relation"] > 0:
-                self.relation = resolve_relation(relation, student, teacher)
-            hs, ht = hidden_size(student), hidden_size(teacher)
-            if hs != ht:
-                if self.weights["hidden"] > 0:
-                    self.hidden_projection = nn.Linear(hs, ht)
-                if self.weights["embedding"] > 0:
-                    self.embedding_projection = nn.Linear(hs, ht)
-        else:
-            self.layer_map = None
+        self.objective = objective
+        object.__setattr__(self, "_teacher", teacher if objective.uses_teacher else None)
+        if self._teacher is not None:
+            self._teacher.eval().requires_grad_(False)
+        self.projection_names = objective.projected_terms()
+        for name in self.projection_names:
+            setattr(self, f"{name}_projection", nn.Linear(hidden_size(student), hidden_size(teacher)))
 
     @property
     def teacher(self) -> nn.Module | None:
         return self._teacher
+
+    @property
+    def layer_map(self) -> list[int] | None:
+        return self.objective.layer_map
 
     def to(self, *args, **kwargs):  # move the (unregistered) teacher along
         super().to(*args, **kwargs)
@@ -483,7 +508,5 @@ class DistillationModule(nn.Module):
         return self
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return distillation_losses(self.student, self._teacher, batch, layer_map=self.layer_map,
-                                   weights=self.weights, temperature=self.temperature,
-                                   hidden_projection=self.hidden_projection,
-                                   embedding_projection=self.embedding_projection, relation=self.relation)
+        projections = {name: getattr(self, f"{name}_projection") for name in self.projection_names}
+        return self.objective.losses(self.student, self._teacher, batch, projections)
