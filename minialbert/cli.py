@@ -2,18 +2,16 @@
 
 Each subcommand lives in its own module, which defines `add_arguments(parser)` and
 `run(args)`. A command whose settings are a flat config dataclass (`finetune`) gets its flags
-generated from it, so flag names, defaults and docs cannot drift from the config keys. Nothing
+generated from it (`minialbert.configs.add_config_arguments`), so flag names, defaults and docs
+cannot drift from the config keys. Nothing
 heavy is imported to parse arguments: `--help` and config errors answer without torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import sys
-import typing
-from typing import Any, Literal
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -35,52 +33,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("minialbert.report", "collect fine-tuning runs into runs/summary/table/efficiency CSVs and a plot"),
 }
 RENAMED_COMMANDS = {"init-teacher": "init-scratch"}
-
-
-def _parse_value(text: str) -> Any:
-    """A flag's text as YAML would read it: numbers, true/false, null, else the string."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("null", "none"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One --flag per scalar field of the config dataclass `cls` (its doc as help, its default shown)."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if f.name in skip or tp is dict or typing.get_origin(tp) is list:
-            continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = "" if required else f" (default: {f.default})"
-        # SUPPRESS: a flag not given stays out of the namespace, so `--flag null` can set None
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{f.metadata.get('doc', '')}{default}"}
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs.update(type=_parse_value, metavar=f.name.upper(), required=required)
-            if typing.get_origin(tp) is Literal:
-                kwargs["choices"] = typing.get_args(tp)
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-    for old in getattr(cls, "RENAMED", {}):  # accepted only to be refused with the new name
-        parser.add_argument("--" + old.replace("_", "-"), dest=old, type=_parse_value, default=argparse.SUPPRESS,
-                            help=argparse.SUPPRESS)
-
-
-def config_from_args(cls: type, args: argparse.Namespace):
-    """The config dataclass from the flags that were given (the rest keep their defaults); an
-    old flag name fails in `from_dict`, naming the new one."""
-    names = {f.name for f in dataclasses.fields(cls)} | set(getattr(cls, "RENAMED", {}))
-    return cls.from_dict({k: v for k, v in vars(args).items() if k in names})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from minialbert.cli import add_config_arguments, config_from_args
+from minialbert.configs import add_config_arguments, config_from_args
 from minialbert.configs import FinetuneConfig
 
 

@@ -10,19 +10,24 @@ and the student for (`minialbert.objective`), whether the teacher runs at all (n
 weighted term reads it: the MLM-only baseline and teacher pretraining), and the panels of the
 loss-curve figure.
 
-Adding a term is one `register_loss_term(LossTerm(...))` call (here, or from your own code
-before the config is read): its function receives a `minialbert.objective.LossInputs` and
-returns a scalar tensor. A term with its own settings (like `relation`) also gets a section in
+Adding a term is its function and one `register_loss_term(LossTerm(...))` call (here, or from
+your own code before the config is read): the function receives a `minialbert.objective.LossInputs`
+and returns a scalar tensor. A term with its own settings (like `relation`) also gets a section in
 `minialbert.configs.LossConfig` and a `resolve` function that checks them against the models.
 
-This module imports no torch: the config is validated when the workflow's DAG is built. The
-functions below import the numerics (`minialbert.objective`) when they first run.
+This module imports no torch at import time (the config is validated when the workflow's DAG
+is built): the numerics below import it when they first run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from minialbert.recursions import hidden_size, num_layers_and_heads
+
+if TYPE_CHECKING:
+    import torch
 
 # what a term may read (LossInputs fields): from the teacher and from the student, beyond the
 # student's MLM logits at the masked positions, which every term may read
@@ -104,51 +109,135 @@ def needs_teacher(weights: Mapping[str, float]) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# The terms (REFERENCE section 3, with the authors' normalisations; see minialbert.objective)
+# The numerics (REFERENCE section 3, the authors' normalisations): static shapes, masked sums.
+# torch is imported where a function first runs, so that reading the table stays cheap.
+# --------------------------------------------------------------------------------------------
+KL_EPS = 1e-12  # the authors' smoothing of both attention distributions
+
+
+def attention_kl(teacher_probs: torch.Tensor, student_probs: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+    """The authors' ATT for one layer: sum over non-padding (b, h, q) rows and keys of
+    KL(t + eps || s + eps), divided by (rows x T). Head counts that differ -> head-averaged maps."""
+    import torch
+
+    t, s = teacher_probs.float(), student_probs.float()
+    if t.shape[1] != s.shape[1]:
+        t, s = t.mean(1, keepdim=True), s.mean(1, keepdim=True)
+    with torch.no_grad():  # the teacher's side is a constant: keep it out of the autograd graph
+        t = t + KL_EPS
+        neg_entropy = (t * t.log()).sum(-1)  # (B, nh, T)
+    kl_rows = neg_entropy - (t * (s + KL_EPS).log()).sum(-1)  # (B, nh, T)
+    qm = query_mask.to(kl_rows.dtype)[:, None, :]  # (B, 1, T)
+    rows = qm.sum() * kl_rows.shape[1]
+    return (kl_rows * qm).sum() / (rows * kl_rows.shape[-1]).clamp(min=1)
+
+
+def cosine_distance(student_h: torch.Tensor, teacher_h: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over non-padding tokens of 1 - cos(student, teacher); (B, T, H) inputs."""
+    import torch.nn.functional as F
+
+    cos = F.cosine_similarity(student_h.float(), teacher_h.float(), dim=-1)  # (B, T)
+    m = token_mask.to(cos.dtype)
+    return ((1.0 - cos) * m).sum() / m.sum().clamp(min=1)
+
+
+def relation_kl(teacher_x: torch.Tensor, student_x: torch.Tensor, attention_mask: torch.Tensor,
+                heads: int) -> torch.Tensor:
+    """MiniLMv2's relation KL for one of Q, K, V: (B, T, H_t) and (B, T, H_s) projections, each
+    split into `heads` relation heads; softmax(X_r X_r^T / sqrt(d_r)) over non-padding keys;
+    KL(teacher || student) summed over keys, mean over (batch, head, non-padding query) rows."""
+    import torch
+
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+
+    def log_relation(x: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, R, T, T)
+        B, T, H = x.shape
+        d = H // heads
+        x = x.float().view(B, T, heads, d).transpose(1, 2)
+        scores = (x @ x.transpose(-1, -2)) * d**-0.5
+        return torch.log_softmax(scores.masked_fill(~keys, torch.finfo(scores.dtype).min), dim=-1)
+
+    with torch.no_grad():  # the teacher's side is a constant
+        log_t = log_relation(teacher_x)
+    log_s = log_relation(student_x)
+    kl_rows = torch.where(keys, log_t.exp() * (log_t - log_s), 0.0).sum(-1)  # (B, R, T)
+    queries = attention_mask.to(kl_rows.dtype)[:, None, :]  # (B, 1, T)
+    return (kl_rows * queries).sum() / (queries.sum() * heads).clamp(min=1)
+
+
+def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """The mean of the Q-Q, K-K and V-V relation KLs (`relation_kl`)."""
+    return sum(relation_kl(t, s, attention_mask, heads) for t, s in zip(teacher_qkv, student_qkv)) / 3
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over (K, V) logits at gathered positions, mean over those with a label (-100 = none)."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float(), labels, ignore_index=-100)
+
+
+def output_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """KL(softmax(t/T) || softmax(s/T)) summed over the vocabulary, mean over valid positions, times T^2."""
+    import torch.nn.functional as F
+
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_s, log_t, log_target=True, reduction="none").sum(-1)  # (K,)
+    v = valid.to(kl.dtype)
+    return (kl * v).sum() / v.sum().clamp(min=1) * temperature**2
+
+
+def resolve_relation(relation: Mapping[str, Any] | None, student, teacher) -> dict[str, int]:
+    """{teacher_layer, student_recursion (both 0-based, non-negative), heads} of the relation
+    term (student and teacher: models or their configs); ValueError when an index is out of range or the heads divide not both widths."""
+    relation = dict(relation or {})
+    T, teacher_heads = num_layers_and_heads(teacher)
+    S, _ = num_layers_and_heads(student)
+    out = {}
+    for key, count, what in (("teacher_layer", T, "teacher layers"), ("student_recursion", S, "student recursions")):
+        index = relation.get(key, -1)
+        if not -count <= index < count:
+            raise ValueError(f"relation.{key}: {index} is out of range ({count} {what})")
+        out[key] = index % count
+    heads = relation.get("heads") or teacher_heads
+    widths = (hidden_size(teacher), hidden_size(student))
+    if any(width % heads for width in widths):
+        raise ValueError(f"relation.heads: {heads} relation heads must divide both the teacher's width ({widths[0]}) "
+                         f"and the student's ({widths[1]})")
+    out["heads"] = heads
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The terms
 # --------------------------------------------------------------------------------------------
 def _mlm(x):
-    from minialbert.objective import masked_lm_loss
-
     return masked_lm_loss(x.student_logits, x.labels)
 
 
 def _attention(x):
-    from minialbert.objective import attention_kl
-
     return sum(attention_kl(x.teacher["attentions"][j], x.student["attentions"][i], x.attention_mask)
                for i, j in enumerate(x.layer_map))
 
 
 def _hidden(x):
-    from minialbert.objective import cosine_distance
-
     return sum(cosine_distance(x.projection(x.student["hidden_states"][i + 1]), x.teacher["hidden_states"][j + 1],
                                x.attention_mask) for i, j in enumerate(x.layer_map))
 
 
 def _output(x):
-    from minialbert.objective import output_kl
-
     return output_kl(x.student_logits, x.teacher["logits"], x.valid, x.temperature)
 
 
 def _embedding(x):
-    from minialbert.objective import cosine_distance
-
     return cosine_distance(x.projection(x.student["hidden_states"][0]), x.teacher["hidden_states"][0],
                            x.attention_mask)
 
 
 def _relation(x):
-    from minialbert.objective import relation_loss
-
     return relation_loss(x.teacher["qkv"], x.student["qkv"], x.attention_mask, x.settings["heads"])
-
-
-def _resolve_relation(options: Mapping[str, Any], student, teacher) -> dict[str, int]:
-    from minialbert.objective import resolve_relation
-
-    return resolve_relation(options, student, teacher)
 
 
 for _term in (
@@ -162,7 +251,7 @@ for _term in (
              teacher=("hidden_states",), student=("hidden_states",), projection=True),
     LossTerm("relation", _relation, 0.0, "MiniLMv2 Q/K/V self-attention relation KL (see loss.relation)",
              teacher=("qkv",), student=("qkv",), reported_unweighted=False, options="relation",
-             resolve=_resolve_relation),
+             resolve=resolve_relation),
 ):
     register_loss_term(_term)
 del _term

@@ -6,7 +6,7 @@
 The terms and their default weights are declared in `minialbert.loss_terms` (one table); this
 module resolves an objective once (`Objective.resolve`: weights, layer map, each term's own
 settings), runs the teacher and the student for exactly what the computed terms read, and
-walks the table. The numerics of the paper's terms are the functions below.
+walks the table. The numerics of the paper's terms sit with their declarations.
 
 With the authors' exact normalisations (these set the effective weights):
 - MLM: cross-entropy of the student's MLM logits, mean over labelled (masked) positions.
@@ -59,16 +59,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minialbert.data.mlm import masked_positions_from_labels
 from minialbert.loss_terms import LOSS_TERMS, LossTerm, default_weights, needs_teacher
 from minialbert.modeling import MiniAlbertForMaskedLM
-from minialbert.recursions import check_layer_map
-
-KL_EPS = 1e-12  # the authors' smoothing of both attention distributions
-
+from minialbert.recursions import check_layer_map, hidden_size, num_layers_and_heads
 
 # ----------------------------------------------------------------------------------------
 # configuration helpers
@@ -86,27 +82,6 @@ def resolve_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
         out[name] = float(value)
     if not any(v > 0 for v in out.values()):
         raise ValueError("loss weights: at least one component must have a weight > 0")
-    return out
-
-
-def resolve_relation(relation: Mapping[str, Any] | None, student: nn.Module, teacher: nn.Module) -> dict[str, int]:
-    """{teacher_layer, student_recursion (both 0-based, non-negative), heads} of the relation
-    term; ValueError when an index is out of range or the heads divide not both widths."""
-    relation = dict(relation or {})
-    T, teacher_heads = num_layers_and_heads(teacher)
-    S, _ = num_layers_and_heads(student)
-    out = {}
-    for key, count, what in (("teacher_layer", T, "teacher layers"), ("student_recursion", S, "student recursions")):
-        index = relation.get(key, -1)
-        if not -count <= index < count:
-            raise ValueError(f"relation.{key}: {index} is out of range ({count} {what})")
-        out[key] = index % count
-    heads = relation.get("heads") or teacher_heads
-    widths = (hidden_size(teacher), hidden_size(student))
-    if any(width % heads for width in widths):
-        raise ValueError(f"relation.heads: {heads} relation heads must divide both the teacher's width ({widths[0]}) "
-                         f"and the student's ({widths[1]})")
-    out["heads"] = heads
     return out
 
 
@@ -138,17 +113,6 @@ def _self_attention_modules(teacher: nn.Module) -> list[nn.Module] | None:
            and isinstance(getattr(m, "key", None), nn.Linear) for m in mods):
         return mods
     return None
-
-
-def num_layers_and_heads(model) -> tuple[int, int]:
-    """(layers or recursions, attention heads) of a model or a model config."""
-    cfg = getattr(model, "config", model)
-    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
-
-
-def hidden_size(model) -> int:
-    """H of a model or a model config."""
-    return int(getattr(model, "config", model).hidden_size)
 
 
 def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -232,74 +196,6 @@ def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: 
 def _gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (K, D) rows at flat positions (padding entries -1 read row 0; they are masked later)."""
     return x.reshape(-1, x.shape[-1]).index_select(0, positions.clamp(min=0))
-
-
-# ----------------------------------------------------------------------------------------
-# the loss terms (static shapes, masked sums)
-
-
-def attention_kl(teacher_probs: torch.Tensor, student_probs: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
-    """The authors' ATT for one layer: sum over non-padding (b, h, q) rows and keys of
-    KL(t + eps || s + eps), divided by (rows x T). Head counts that differ -> head-averaged maps."""
-    t, s = teacher_probs.float(), student_probs.float()
-    if t.shape[1] != s.shape[1]:
-        t, s = t.mean(1, keepdim=True), s.mean(1, keepdim=True)
-    with torch.no_grad():  # the teacher's side is a constant: keep it out of the autograd graph
-        t = t + KL_EPS
-        neg_entropy = (t * t.log()).sum(-1)  # (B, nh, T)
-    kl_rows = neg_entropy - (t * (s + KL_EPS).log()).sum(-1)  # (B, nh, T)
-    qm = query_mask.to(kl_rows.dtype)[:, None, :]  # (B, 1, T)
-    rows = qm.sum() * kl_rows.shape[1]
-    return (kl_rows * qm).sum() / (rows * kl_rows.shape[-1]).clamp(min=1)
-
-
-def cosine_distance(student_h: torch.Tensor, teacher_h: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over non-padding tokens of 1 - cos(student, teacher); (B, T, H) inputs."""
-    cos = F.cosine_similarity(student_h.float(), teacher_h.float(), dim=-1)  # (B, T)
-    m = token_mask.to(cos.dtype)
-    return ((1.0 - cos) * m).sum() / m.sum().clamp(min=1)
-
-
-def relation_kl(teacher_x: torch.Tensor, student_x: torch.Tensor, attention_mask: torch.Tensor,
-                heads: int) -> torch.Tensor:
-    """MiniLMv2's relation KL for one of Q, K, V: (B, T, H_t) and (B, T, H_s) projections, each
-    split into `heads` relation heads; softmax(X_r X_r^T / sqrt(d_r)) over non-padding keys;
-    KL(teacher || student) summed over keys, mean over (batch, head, non-padding query) rows."""
-    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-
-    def log_relation(x: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, R, T, T)
-        B, T, H = x.shape
-        d = H // heads
-        x = x.float().view(B, T, heads, d).transpose(1, 2)
-        scores = (x @ x.transpose(-1, -2)) * d**-0.5
-        return torch.log_softmax(scores.masked_fill(~keys, torch.finfo(scores.dtype).min), dim=-1)
-
-    with torch.no_grad():  # the teacher's side is a constant
-        log_t = log_relation(teacher_x)
-    log_s = log_relation(student_x)
-    kl_rows = torch.where(keys, log_t.exp() * (log_t - log_s), 0.0).sum(-1)  # (B, R, T)
-    queries = attention_mask.to(kl_rows.dtype)[:, None, :]  # (B, 1, T)
-    return (kl_rows * queries).sum() / (queries.sum() * heads).clamp(min=1)
-
-
-def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, heads: int) -> torch.Tensor:
-    """The mean of the Q-Q, K-K and V-V relation KLs (`relation_kl`)."""
-    return sum(relation_kl(t, s, attention_mask, heads) for t, s in zip(teacher_qkv, student_qkv)) / 3
-
-
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over (K, V) logits at gathered positions, mean over those with a label (-100 = none)."""
-    return F.cross_entropy(logits.float(), labels, ignore_index=-100)
-
-
-def output_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor,
-              temperature: float) -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)) summed over the vocabulary, mean over valid positions, times T^2."""
-    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = F.kl_div(log_s, log_t, log_target=True, reduction="none").sum(-1)  # (K,)
-    v = valid.to(kl.dtype)
-    return (kl * v).sum() / v.sum().clamp(min=1) * temperature**2
 
 
 # ----------------------------------------------------------------------------------------

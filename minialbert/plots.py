@@ -130,6 +130,14 @@ def read_train_log(path: str | Path) -> list[dict]:
     return records
 
 
+def loss_panels(logs: Iterable[list[dict]]) -> list[str]:
+    """The loss components the records carry, one panel each: the loss-term table's order, then
+    the total, then anything else the loop logged (step, epoch, lr and counters left out)."""
+    keys = {k for records in logs for r in records for k in r}
+    components = [c for c in (*LOSS_TERMS, "total") if c in keys]
+    return components + sorted(keys - set(components) - {"step", "epoch", "lr", "tokens_seen", "elapsed_seconds"})
+
+
 def plot_loss_curves(train_logs: Mapping[str, str | Path], path: str | Path,
                      labels: Mapping[str, str] | None = None, colours: Mapping[str, tuple] | None = None) -> Path:
     """Each loss component against step, one panel per component, one line per trained model
@@ -137,10 +145,7 @@ def plot_loss_curves(train_logs: Mapping[str, str | Path], path: str | Path,
     plt = _pyplot()
     logs = {name: read_train_log(p) for name, p in train_logs.items()}
     logs = {name: records for name, records in logs.items() if records}
-    order = (*LOSS_TERMS, "total")  # the loss-term table's order, then the total
-    components = [c for c in order if any(c in r for records in logs.values() for r in records)]
-    components += sorted({k for records in logs.values() for r in records for k in r}
-                         - set(components) - {"step", "epoch", "lr", "tokens_seen", "elapsed_seconds"})
+    components = loss_panels(logs.values())
     if not logs:
         fig, ax = plt.subplots(figsize=(6, 1.5))
         ax.axis("off")

@@ -68,3 +68,14 @@ def check_layer_map(layer_map: Sequence[int] | None, num_student: int, num_teach
                 f"layer map {layer_map}: entry {j!r} is not a teacher layer index in 0..{num_teacher - 1}"
             )
     return layer_map
+
+
+def num_layers_and_heads(model) -> tuple[int, int]:
+    """(layers or recursions, attention heads) of a model or a model config."""
+    cfg = getattr(model, "config", model)
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
+
+def hidden_size(model) -> int:
+    """H of a model or a model config."""
+    return int(getattr(model, "config", model).hidden_size)

@@ -339,7 +339,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if parser.prog.endswith("efficiency"):
         parser.add_argument("--model", required=True, help="model dir (save_pretrained layout)")
         parser.add_argument("--output", required=True, help="JSON file to write")
-        from minialbert.cli import add_config_arguments
+        from minialbert.configs import add_config_arguments
         from minialbert.configs import EfficiencyConfig
 
         add_config_arguments(parser, EfficiencyConfig)
@@ -353,7 +353,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "efficiency":
-        from minialbert.cli import config_from_args
+        from minialbert.configs import config_from_args
         from minialbert.configs import EfficiencyConfig
 
         result = measure_efficiency(args.model, config_from_args(EfficiencyConfig, args))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn

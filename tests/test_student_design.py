@@ -24,7 +24,8 @@ from minialbert.adapters import RecursionRelaxation, count_parameters, prepare_f
 from minialbert.configs import DistillConfig, InitStudentConfig, LossConfig, StudentConfig
 from minialbert.recursions import sharing_pattern
 from minialbert.distill import distillation_setup, load_tokenizer, resolve_student, run_command
-from minialbert.objective import distillation_losses, relation_loss
+from minialbert.loss_terms import relation_loss
+from minialbert.objective import distillation_losses
 from minialbert.modeling import MiniAlbertForMaskedLM, MiniAlbertForSequenceClassification
 from minialbert.blocks import TARGET_PATHS
 from minialbert.student import BERT_LAYER_PATHS, build_student, layer_state

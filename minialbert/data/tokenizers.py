@@ -85,7 +85,7 @@ def train_tokenizer(corpus_dir: str | Path, output: str | Path, vocab_size: int 
 # --- CLI: minialbert train-tokenizer ---------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from minialbert.cli import add_config_arguments
+    from minialbert.configs import add_config_arguments
     from minialbert.configs import TokenizerConfig
 
     parser.add_argument("--corpus", required=True, help="corpus dir written by `minialbert ingest-corpus`")
@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minialbert.cli import config_from_args
+    from minialbert.configs import config_from_args
     from minialbert.configs import TokenizerConfig
 
     s = config_from_args(TokenizerConfig, args)

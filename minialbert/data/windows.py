@@ -157,7 +157,7 @@ def make_windows(corpus_dir: str | Path, tokenizer_dir: str | Path, output: str 
 # --- CLI: minialbert make-windows ------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from minialbert.cli import add_config_arguments
+    from minialbert.configs import add_config_arguments
     from minialbert.configs import WindowsConfig
 
     parser.description = ("Cut every corpus document into windows of --max-length tokens ([CLS] ... [SEP] each), "
@@ -170,7 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minialbert.cli import config_from_args
+    from minialbert.configs import config_from_args
     from minialbert.configs import WindowsConfig
 
     s = config_from_args(WindowsConfig, args)
