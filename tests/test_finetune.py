@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from minialbert import finetune as ft
+from minialbert import task_types
 from minialbert.cli import main as cli_main
 from minialbert.configs import FinetuneConfig
 from minialbert.tasks import build_task, parse_task_spec
@@ -175,12 +176,12 @@ def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
     config = FinetuneConfig(model=str(bert_dir), task="ner", output=str(tmp_path / "out"), lr=1e-3, max_length=16,
                             eval_batch_size=3)
     tokenizer = ft.load_tokenizer(config)
-    features = ft.encode_words(task, "devel" if "devel" in task.splits else "dev", tokenizer, 16)
+    features = task_types.encode_words(task, "devel" if "devel" in task.splits else "dev", tokenizer, 16)
     assert sum(len(f["input_ids"]) - 2 for f in features) > len(words)  # sub-words were split
     assert len(features) > 5 and all(len(f["input_ids"]) <= 16 for f in features)
     covered = [f["word_start"] + i for f in features for i in range(len(f["word_positions"]))]
     assert covered == list(range(len(words)))  # every word in exactly one chunk, in order
-    scored = sum(sum(label != ft.IGNORE_INDEX for label in f["labels"]) for f in features)
+    scored = sum(sum(label != task_types.IGNORE_INDEX for label in f["labels"]) for f in features)
     assert scored == len(words)  # one label per word (its first sub-word), not per sub-word
 
     # An oracle model that returns the gold label at each labelled position: F1 must be 1.0
@@ -193,15 +194,15 @@ def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
             return type("Out", (), {"logits": logits})()
 
     run = ft.Run(config, task, tokenizer, Oracle(), torch.device("cpu"), {"dev": features},
-                 ft.make_collator(tokenizer, "token"), ("input_ids", "attention_mask"), None)
+                 task.task_type.collator(tokenizer), ("input_ids", "attention_mask"), None)
     scores = ft.evaluate_split(run, "dev")
     assert scores["f1"] == 1.0 and scores["accuracy"] == 1.0
 
 
 def test_chunk_words():
-    assert ft.chunk_words([1, 2, 3, 1], 3) == [(0, 2), (2, 3), (3, 4)]
-    assert ft.chunk_words([5, 1], 3) == [(0, 1), (1, 2)]  # an over-long word gets a chunk alone
-    assert ft.chunk_words([], 3) == []
+    assert task_types.chunk_words([1, 2, 3, 1], 3) == [(0, 2), (2, 3), (3, 4)]
+    assert task_types.chunk_words([5, 1], 3) == [(0, 1), (1, 2)]  # an over-long word gets a chunk alone
+    assert task_types.chunk_words([], 3) == []
 
 
 def test_length_grouped_batches_cover_everything():
@@ -320,7 +321,7 @@ def test_finetune_custom_jsonl_prepared_dir(bert_dir, tmp_path):
 
 def test_regression_targets_are_standardised_for_training_and_mapped_back():
     features = [{"labels": 0.0}, {"labels": 2.5}, {"labels": 5.0}, {"labels": 5.0}]
-    mean, std = ft.standardise_targets(features)
+    mean, std = task_types.standardise_targets(features)
     assert mean == pytest.approx(3.125)
     assert std == pytest.approx(((3.125**2 + 0.625**2 + 2 * 1.875**2) / 4) ** 0.5)
     z = [f["labels"] for f in features]
