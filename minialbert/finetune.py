@@ -113,7 +113,7 @@ class Run:
     autocast_dtype: torch.dtype | None
     # What the task type's `prepare_targets` returned, for its `predictions` to map outputs
     # back to the task's scale (regression: the training targets' (mean, std)); else None.
-    target_scale: tuple[float, float] | None = None
+    target_scale: Any = None
 
 
 def pick_device(name: str) -> torch.device:

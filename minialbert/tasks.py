@@ -1,7 +1,7 @@
 """Downstream tasks: read them from where researchers keep them and write prepared task dirs.
 
 A task spec (YAML or JSON mapping) names a source and, where the source does not imply it, a
-type. Sources:
+type (what depends on the type is defined in `minialbert.task_types`). Sources:
   glue_hub     the nine GLUE tasks from the hub (`datasets.load_dataset("nyu-mll/glue", task)`)
   glue_dir     a task dir in the original GLUE distribution layout (e.g. glue_data/MRPC)
   bio_ner_dir  biomedical NER in BioBERT's layout (train.tsv, devel.tsv, test.tsv; token<TAB>tag)

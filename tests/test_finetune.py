@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from minialbert import finetune as ft
 from minialbert import task_types
@@ -339,6 +338,8 @@ def test_regression_predictions_are_mapped_back_to_the_task_scale(bert_dir, task
     split's order. Pearson is blind to the scale, so the scores alone would not notice."""
     config = FinetuneConfig(model=str(bert_dir), task=str(task_dirs["stsb"]), output=str(tmp_path / "out"), lr=1e-3,
                             max_length=32, eval_batch_size=3, device="cpu")
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
     run = ft.setup(config)
     scores = [float(s) for s in run.task.splits["train"]["label"]]
     mean, std = run.target_scale
