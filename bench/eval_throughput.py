@@ -107,9 +107,9 @@ def make_run(model_dir: Path, sentences: list[str], max_length: int, batch_size:
                                        "eval_max_tokens": max_tokens, "device": "cpu"})
     tokenizer = ft.load_tokenizer(config)
     model = ft.load_model(config, task).eval()
-    features = {"dev": ft.encode_sequences(task, "dev", tokenizer, max_length)}
+    features = {"dev": task.task_type.encode(task, "dev", tokenizer, max_length)}
     return ft.Run(config, task, tokenizer, model, torch.device("cpu"), features,
-                  ft.make_collator(tokenizer, "single"), ("input_ids", "attention_mask", "token_type_ids"), None)
+                  task.task_type.collator(tokenizer), ("input_ids", "attention_mask", "token_type_ids"), None)
 
 
 def batched(run: ft.Run) -> tuple[float, dict[str, float]]:

@@ -38,85 +38,6 @@ from minialbert.utils import ConfigError, atomic_directory, config_hash, set_see
 logger = logging.getLogger(__name__)
 
 CPU_EVAL_MAX_TOKENS = 1024  # see eval_token_budget
-IGNORE_INDEX = -100  # label of positions the loss and the metric skip (special tokens, later sub-words)
-
-
-# --------------------------------------------------------------------------------------------
-# Encoding: raw text -> token ids with this model's tokenizer
-# --------------------------------------------------------------------------------------------
-def column(dataset, name: str) -> list:
-    """A dataset column as a plain list (datasets returns a lazy Column object)."""
-    return list(dataset[name])
-
-
-def encode_sequences(task: Task, split: str, tokenizer, max_length: int) -> list[dict]:
-    """Sentence (pair) classification / regression features; the label goes in `labels`."""
-    dataset = task.splits[split]
-    pairs = column(dataset, "text_pair") if "text_pair" in dataset.column_names else None
-    encoded = tokenizer(column(dataset, "text"), pairs, truncation=True, max_length=max_length)
-    labels = column(dataset, "label") if "label" in dataset.column_names else None
-    features = []
-    for i in range(len(dataset)):
-        feature = {key: values[i] for key, values in encoded.items()}
-        if labels is not None:
-            feature["labels"] = labels[i]
-        features.append(feature)
-    return features
-
-
-def chunk_words(subword_counts: list[int], budget: int) -> list[tuple[int, int]]:
-    """Split a sentence's words into [start, end) chunks whose sub-words fit in `budget`.
-
-    A word longer than the budget on its own gets a chunk alone (its later sub-words are then
-    cut, but its first sub-word, the one that is scored, survives)."""
-    chunks, start, used = [], 0, 0
-    for i, count in enumerate(subword_counts):
-        if i > start and used + count > budget:
-            chunks.append((start, i))
-            start, used = i, 0
-        used += count
-    if subword_counts:
-        chunks.append((start, len(subword_counts)))
-    return chunks
-
-
-def encode_words(task: Task, split: str, tokenizer, max_length: int) -> list[dict]:
-    """Token-classification features, one per chunk of a sentence. Each carries `sentence`
-    (index), `word_start` and `word_positions` (token position of each word's first sub-word,
-    or -1 for a word the tokenizer maps to nothing) so predictions can be put back per word."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"{tokenizer.name_or_path}: NER needs a fast tokenizer (word_ids), got {type(tokenizer).__name__}")
-    dataset = task.splits[split]
-    sentences = column(dataset, "tokens")
-    tags = column(dataset, "tags") if "tags" in dataset.column_names else None
-    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
-    plain = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)
-    pieces = []  # (sentence index, word start, word end)
-    for s in range(len(sentences)):
-        counts = [0] * len(sentences[s])
-        for w in plain.word_ids(s):
-            if w is not None:
-                counts[w] += 1
-        pieces.extend((s, a, b) for a, b in chunk_words(counts, budget))
-    words = [sentences[s][a:b] for s, a, b in pieces]
-    encoded = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
-    features = []
-    for i, (s, a, b) in enumerate(pieces):
-        word_ids = encoded.word_ids(i)
-        positions = [-1] * (b - a)
-        for pos, w in enumerate(word_ids):
-            if w is not None and positions[w] == -1:
-                positions[w] = pos
-        feature = {key: values[i] for key, values in encoded.items()}
-        feature.update(sentence=s, word_start=a, word_positions=positions)
-        if tags is not None:
-            labels = [IGNORE_INDEX] * len(word_ids)
-            for w, pos in enumerate(positions):
-                if pos >= 0:
-                    labels[pos] = tags[s][a + w]
-            feature["labels"] = labels
-        features.append(feature)
-    return features
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,14 +89,6 @@ def eval_token_budget(config: "FinetuneConfig", device: torch.device) -> int | N
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 
-def make_collator(tokenizer, task_type: str):
-    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
-
-    if task_type == "token":
-        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE_INDEX)
-    return DataCollatorWithPadding(tokenizer)
-
-
 def collate(run: "Run", indices: list[int], features: list[dict]) -> dict[str, torch.Tensor]:
     """Pad a batch dynamically and move it to the device; keep only what the model accepts."""
     batch = run.collator([{k: features[i][k] for k in run.model_keys if k in features[i]} for i in indices])
@@ -198,10 +111,9 @@ class Run:
     collator: Any
     model_keys: tuple[str, ...]
     autocast_dtype: torch.dtype | None
-    # Regression: (mean, std) of the training targets. The model learns standardised targets
-    # and predictions are mapped back; with raw 0-5 scores a pretrained post-LN encoder was
-    # seen to collapse to predicting the mean (STS-B Pearson ~0 against ~0.9 standardised).
-    target_scale: tuple[float, float] | None = None
+    # What the task type's `prepare_targets` returned, for its `predictions` to map outputs
+    # back to the task's scale (regression: the training targets' (mean, std)); else None.
+    target_scale: Any = None
 
 
 def pick_device(name: str) -> torch.device:
@@ -213,21 +125,12 @@ def pick_device(name: str) -> torch.device:
 def load_model(config: FinetuneConfig, task: Task):
     """The encoder with a fresh head sized for the task; label maps go into the model config."""
     import minialbert  # noqa: F401  (registers MiniALBERT with the Auto classes)
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    kwargs: dict[str, Any] = {}
-    if task.type == "regression":
-        kwargs.update(num_labels=1, problem_type="regression")
-    else:
-        labels = task.labels
-        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                      label2id={label: i for i, label in enumerate(labels)})
-        if task.type != "token":
-            kwargs["problem_type"] = "single_label_classification"
-    auto = AutoModelForTokenClassification if task.type == "token" else AutoModelForSequenceClassification
+    kind = task.task_type
     try:
         # ignore_mismatched_sizes: a model dir fine-tuned on another task has a head of another size
-        return auto.from_pretrained(config.model, ignore_mismatched_sizes=True, **kwargs)
+        return kind.auto_model_class().from_pretrained(config.model, ignore_mismatched_sizes=True,
+                                                       **kind.model_kwargs(task.labels))
     except OSError as e:
         raise ConfigError(f"--model {config.model}: cannot load a model ({e})") from None
 
@@ -250,6 +153,7 @@ def setup(config: FinetuneConfig) -> Run:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
     task = load_task(config.task)
+    kind = task.task_type
     tokenizer = load_tokenizer(config)
     model = load_model(config, task)
     positions = getattr(model.config, "max_position_embeddings", None)
@@ -259,26 +163,14 @@ def setup(config: FinetuneConfig) -> Run:
         model = prepare_for_adapter_tuning(model, reduction_factor=config.reduction_factor)
     device = pick_device(config.device)
     model.to(device)
-    encode = encode_words if task.type == "token" else encode_sequences
-    features = {split: encode(task, split, tokenizer, config.max_length) for split in task.splits}
-    target_scale = standardise_targets(features["train"]) if task.type == "regression" else None
+    features = {split: kind.encode(task, split, tokenizer, config.max_length) for split in task.splits}
+    target_scale = kind.prepare_targets(features["train"])
     accepted = set(inspect.signature(model.forward).parameters)
     model_keys = tuple(k for k in MODEL_KEYS if k in accepted)  # e.g. DistilBERT takes no token_type_ids
     use_bf16 = config.bf16 is True or (
         config.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return Run(config, task, tokenizer, model, device, features, make_collator(tokenizer, task.type),
+    return Run(config, task, tokenizer, model, device, features, kind.collator(tokenizer),
                model_keys, torch.bfloat16 if use_bf16 else None, target_scale)
-
-
-def standardise_targets(train_features: list[dict]) -> tuple[float, float]:
-    """Replace the training features' regression targets by z-scores, in place; return the
-    (mean, std) that `predict` uses to map outputs back to the task's scale."""
-    targets = [float(f["labels"]) for f in train_features]
-    mean = sum(targets) / len(targets)
-    std = math.sqrt(sum((t - mean) ** 2 for t in targets) / len(targets)) or 1.0
-    for f in train_features:
-        f["labels"] = (float(f["labels"]) - mean) / std
-    return mean, std
 
 
 def autocast(run: Run):
@@ -363,9 +255,11 @@ def train(run: Run) -> dict:
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def predict(run: Run, split: str) -> list:
-    """Model outputs for every feature of a split, in the split's order: a label id, a score
-    (regression) or, for token tasks, the predicted tag id of each word of the chunk."""
+    """Model outputs for every feature of a split, in the split's order, as the task type
+    makes them: a label id, a score (regression) or the predicted tag id of each word of a
+    chunk (token tasks)."""
     features = run.features[split]
+    kind = run.task.task_type
     run.model.eval()
     outputs: list = [None] * len(features)
     lengths = [len(f["input_ids"]) for f in features]
@@ -374,45 +268,22 @@ def predict(run: Run, split: str) -> list:
         batch.pop("labels", None)
         with autocast(run):
             logits = run.model(**batch).logits.float()
-        if run.task.type == "regression":
-            mean, std = run.target_scale
-            values = (logits.squeeze(-1) * std + mean).cpu().tolist()
-        else:
-            values = logits.argmax(-1).cpu().tolist()
+        values = kind.predictions(logits, [features[i] for i in indices], run.target_scale)
         for i, value in zip(indices, values):
-            if run.task.type == "token":
-                value = [value[p] if p >= 0 else None for p in features[i]["word_positions"]]
             outputs[i] = value
     return outputs
-
-
-def word_predictions(run: Run, split: str, chunk_outputs: list) -> list[list[str]]:
-    """Reassemble the per-chunk word predictions into one tag sequence per sentence.
-    A word the tokenizer maps to no sub-word gets "O" (it cannot be predicted)."""
-    labels = run.task.labels
-    fallback = "O" if "O" in labels else labels[0]
-    sentences = [[fallback] * len(tokens) for tokens in column(run.task.splits[split], "tokens")]
-    for feature, predicted in zip(run.features[split], chunk_outputs):
-        for offset, tag_id in enumerate(predicted):
-            if tag_id is not None:
-                sentences[feature["sentence"]][feature["word_start"] + offset] = labels[tag_id]
-    return sentences
 
 
 def evaluate_split(run: Run, split: str) -> dict[str, float]:
     """Scores of one labelled split through the task's shipped `evaluate` metric module."""
     task = run.task
-    outputs = predict(run, split)
-    if task.type == "token":
-        labels = task.labels
-        gold = [[labels[t] for t in tags] for tags in column(task.splits[split], "tags")]
-        return compute_metric(task.info["metric"], None, word_predictions(run, split, outputs), gold)
-    return compute_metric(task.info["metric"], task.info["metric_config"], outputs, column(task.splits[split], "label"))
+    predictions, references = task.task_type.metric_inputs(task, split, run.features[split], predict(run, split))
+    return compute_metric(task.info["metric"], task.info["metric_config"], predictions, references)
 
 
 def labelled_splits(task: Task, role: str) -> list[str]:
     has = task.info.get("has_labels", {})
-    label_column = "tags" if task.type == "token" else "label"
+    label_column = task.task_type.label_column
     return [s for s in task.splits_with_role(role)
             if has.get(s, label_column in task.splits[s].column_names)]
 

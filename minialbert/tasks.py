@@ -1,7 +1,7 @@
 """Downstream tasks: read them from where researchers keep them and write prepared task dirs.
 
 A task spec (YAML or JSON mapping) names a source and, where the source does not imply it, a
-type. Sources:
+type (what depends on the type is defined in `minialbert.task_types`). Sources:
   glue_hub     the nine GLUE tasks from the hub (`datasets.load_dataset("nyu-mll/glue", task)`)
   glue_dir     a task dir in the original GLUE distribution layout (e.g. glue_data/MRPC)
   bio_ner_dir  biomedical NER in BioBERT's layout (train.tsv, devel.tsv, test.tsv; token<TAB>tag)
@@ -24,14 +24,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
+from minialbert.task_types import TASK_TYPES, TaskType, task_type
 from minialbert.utils import ConfigError, atomic_directory, iter_jsonl, load_yaml, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-TASK_TYPES = ("single", "pair", "regression", "token")
 SOURCES = ("glue_hub", "glue_dir", "bio_ner_dir", "hub_ner", "files")
+# The task type a source implies (GLUE tasks: the GLUE table's; files: the spec's `type`)
+SOURCE_TYPES = {"bio_ner_dir": "token", "hub_ner": "token"}
 TASK_FILE = "task.json"
 
 
@@ -89,7 +91,6 @@ GLUE_HUB_SPLITS = {
     "validation_matched": "dev_matched", "validation_mismatched": "dev_mismatched",
     "test_matched": "test_matched", "test_mismatched": "test_mismatched",
 }
-MAIN_METRIC_BY_TYPE = {"single": "accuracy", "pair": "accuracy", "regression": "pearson", "token": "f1"}
 
 
 def split_role(split: str) -> str:
@@ -123,6 +124,11 @@ class TaskSpec:
     main_metric: str | None = None
     base_dir: str = "."
     origin: str = "<task spec>"
+
+    @property
+    def task_type(self) -> TaskType:
+        """The task type object of `type` (set by `parse_task_spec`)."""
+        return task_type(self.type)
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -158,10 +164,11 @@ def parse_task_spec(data: dict, origin: str = "<task spec>", base_dir: str | Pat
         spec.type = GLUE_TASKS[glue].type
     if spec.source in ("glue_dir", "bio_ner_dir") and not spec.path:
         raise ConfigError(f"{origin}: field 'path' is required for source {spec.source}")
-    if spec.source in ("bio_ner_dir", "hub_ner"):
-        if spec.type not in (None, "token"):
-            raise ConfigError(f"{origin}: field 'type' must be 'token' for source {spec.source}")
-        spec.type = "token"
+    implied = SOURCE_TYPES.get(spec.source)
+    if implied is not None:
+        if spec.type not in (None, implied):
+            raise ConfigError(f"{origin}: field 'type' must be {implied!r} for source {spec.source}")
+        spec.type = implied
     if spec.source == "hub_ner" and not (isinstance(spec.hub, dict) and spec.hub.get("name")):
         raise ConfigError(f"{origin}: field 'hub' must be a mapping with 'name' (and optional 'config')")
     if spec.source == "files":
@@ -180,9 +187,10 @@ def _check_files_spec(spec: TaskSpec) -> None:
             raise ConfigError(f"{origin}: field 'files': {e}") from None
     if spec.type is None:
         raise ConfigError(f"{origin}: field 'type' is required for source files; expected one of {list(TASK_TYPES)}")
-    want = {"single": 1, "pair": 2, "regression": (1, 2), "token": 1}[spec.type]
+    counts = spec.task_type.text_column_counts
     cols = spec.text_columns
-    if not isinstance(cols, list) or len(cols) not in (want if isinstance(want, tuple) else (want,)):
+    if not isinstance(cols, list) or len(cols) not in counts:
+        want = counts[0] if len(counts) == 1 else counts
         raise ConfigError(f"{origin}: field 'text_columns' must list {want} column name(s) for type {spec.type}, got {cols!r}")
     if not spec.label_column:
         raise ConfigError(f"{origin}: field 'label_column' is required for source files")
@@ -226,6 +234,7 @@ def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
 def _glue_file(spec: TaskSpec, task: GlueTask, path: Path, has_labels_expected: bool) -> RawSplit:
     """Read one file of the original GLUE distribution."""
     rows = _read_tsv(path)
+    kind = spec.task_type
     if task.dir_columns is None:  # CoLA: header-less source/label/star/sentence; test has a header
         header = rows[0][1]
         if header == ["index", "sentence"]:
@@ -255,8 +264,7 @@ def _glue_file(spec: TaskSpec, task: GlueTask, path: Path, has_labels_expected: 
             example["text_pair"] = fields[position[second]]
         if has_labels:
             raw = fields[position[label]]
-            example["label"] = _parse_float(path, lineno, raw) if task.type == "regression" else \
-                (task.dir_label_map or {}).get(raw, raw)
+            example["label"] = kind.parse_label((task.dir_label_map or {}).get(raw, raw), path, lineno)
         examples.append(example)
     if skipped:
         logger.warning("%s: skipped %d line(s) without %d columns (skip_malformed)", path, skipped, len(header))
@@ -273,13 +281,6 @@ def _field(path: Path, lineno: int, fields: list[str], index: int, expected: int
 def _expect_columns(path: Path, lineno: int, fields: list[str], expected: int) -> None:
     if len(fields) != expected:
         raise ConfigError(f"{path}: line {lineno}: expected {expected} tab-separated columns, found {len(fields)}")
-
-
-def _parse_float(path: Path | str, lineno: int, raw: Any) -> float:
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: line {lineno}: label {raw!r} is not a number (regression task)") from None
 
 
 def read_glue_dir(spec: TaskSpec) -> dict[str, RawSplit]:
@@ -302,6 +303,7 @@ def read_glue_hub(spec: TaskSpec) -> dict[str, RawSplit]:
     import datasets
 
     task = GLUE_TASKS[spec.glue_task]
+    kind = spec.task_type
     hub = spec.hub or {}
     name = hub.get("name", "nyu-mll/glue")
     dsd = datasets.load_dataset(name, hub.get("config", spec.glue_task))
@@ -325,9 +327,10 @@ def read_glue_hub(spec: TaskSpec) -> dict[str, RawSplit]:
             if pairs is not None:
                 example["text_pair"] = pairs[i]
             if labelled:
-                raw = raw_labels[i]
-                example["label"] = float(raw) if task.type == "regression" else \
-                    (task.labels[raw] if 0 <= raw < len(task.labels) else str(raw))
+                raw = raw_labels[i]  # a ClassLabel id (named by the GLUE table) or a score
+                if task.labels is not None and 0 <= raw < len(task.labels):
+                    raw = task.labels[raw]
+                example["label"] = kind.parse_label(raw, origin, i + 1)
             examples.append(example)
         splits[GLUE_HUB_SPLITS[hub_split]] = RawSplit(examples, origin, labelled)
     if "train" not in splits:
@@ -430,6 +433,7 @@ def _read_table_file(spec: TaskSpec, path: Path, split: str) -> RawSplit:
     if not rows:
         raise ConfigError(f"{path}: empty file")
     required = list(spec.text_columns)
+    kind = spec.task_type
     has_labels = spec.label_column in rows[0][1]
     if split_role(split) != "test" and not has_labels:
         raise ConfigError(f"{path}: line {rows[0][0]}: no label column {spec.label_column!r} (spec field label_column)")
@@ -438,33 +442,8 @@ def _read_table_file(spec: TaskSpec, path: Path, split: str) -> RawSplit:
         for column in required + ([spec.label_column] if has_labels else []):
             if column not in row or row[column] is None:
                 raise ConfigError(f"{path}: line {lineno}: missing column {column!r}")
-        if spec.type == "token":
-            examples.append(_token_row(path, lineno, row, spec, has_labels))
-            continue
-        example = {"text": str(row[required[0]])}
-        if len(required) == 2:
-            example["text_pair"] = str(row[required[1]])
-        if has_labels:
-            raw = row[spec.label_column]
-            example["label"] = _parse_float(path, lineno, raw) if spec.type == "regression" else str(raw)
-        examples.append(example)
+        examples.append(kind.read_row(path, lineno, row, required, spec.label_column, has_labels))
     return RawSplit(examples, str(path), has_labels)
-
-
-def _token_row(path: Path, lineno: int, row: dict, spec: TaskSpec, has_labels: bool) -> dict:
-    tokens = row[spec.text_columns[0]]
-    tags = row[spec.label_column] if has_labels else None
-    if not isinstance(tokens, list) or (has_labels and not isinstance(tags, list)):
-        raise ConfigError(f"{path}: line {lineno}: token tasks need lists of tokens and tags (JSON lines)")
-    if has_labels and len(tokens) != len(tags):
-        raise ConfigError(f"{path}: line {lineno}: {len(tokens)} tokens but {len(tags)} tags")
-    for token in tokens:
-        if not str(token).strip():
-            raise ConfigError(f"{path}: line {lineno}: a tag without a token (empty token)")
-    example = {"tokens": [str(t) for t in tokens]}
-    if has_labels:
-        example["tags"] = [str(t) for t in tags]
-    return example
 
 
 def _iter_csv(path: Path) -> Iterable[tuple[int, dict]]:
@@ -507,7 +486,13 @@ class Task:
 
     @property
     def type(self) -> str:
+        """The task type's name, as in task.json."""
         return self.info["type"]
+
+    @property
+    def task_type(self) -> TaskType:
+        """The task type object (everything that depends on the type)."""
+        return task_type(self.type)
 
     @property
     def labels(self) -> list[str] | None:
@@ -519,88 +504,62 @@ class Task:
 
 def _order_labels(labels: set[str], spec: TaskSpec) -> list[str]:
     """Deterministic label order: the GLUE table's order (so F1's positive class is right),
-    tags with O first then grouped by entity type, otherwise sorted."""
+    otherwise the task type's (tags: O first then grouped by entity type; else sorted)."""
     if spec.glue_task:
         table = GLUE_TASKS[spec.glue_task].labels
         return [label for label in table if label in labels]
-    if spec.type == "token":
-        return sorted(labels, key=lambda t: (t != "O", t[2:] if t[1:2] == "-" else t, t))
-    return sorted(labels)
-
-
-def _collect_labels(split: RawSplit, type_: str) -> set[str]:
-    if type_ == "token":
-        return {tag for example in split.examples for tag in example["tags"]}
-    return {example["label"] for example in split.examples}
+    return spec.task_type.order_labels(labels)
 
 
 def _label_set(splits: dict[str, RawSplit], spec: TaskSpec) -> list[str] | None:
     """The label set of the training split; checks every other split uses only those labels."""
-    if spec.type == "regression":
+    kind = spec.task_type
+    if not kind.has_label_set:
         return None
     train = splits["train"]
-    seen = _collect_labels(train, spec.type)
+    seen = kind.collect_labels(train.examples)
     if spec.glue_task:
         unknown = seen - set(GLUE_TASKS[spec.glue_task].labels)
         if unknown:
             raise ConfigError(f"{train.origin}: label(s) {sorted(unknown)} are not GLUE {spec.glue_task} labels "
                               f"{list(GLUE_TASKS[spec.glue_task].labels)} (nor their raw forms)")
     labels = _order_labels(seen, spec)
-    if len(labels) < 2 and spec.type != "token":
-        raise ConfigError(f"{train.origin}: only {len(labels)} distinct label(s) {labels} in the training split; need at least 2")
+    if len(labels) < kind.min_labels:
+        raise ConfigError(f"{train.origin}: only {len(labels)} distinct label(s) {labels} in the training split; "
+                          f"need at least {kind.min_labels}")
     for split_name, split in splits.items():
         if split_name == "train" or not split.has_labels:
             continue
-        unseen = _collect_labels(split, spec.type) - seen
+        unseen = kind.collect_labels(split.examples) - seen
         if unseen:
             raise ConfigError(f"{split.origin}: label {sorted(unseen)[0]!r} never occurs in the training split "
                               f"({train.origin}); training labels are {labels}")
     return labels
 
 
-def _to_dataset(split: RawSplit, type_: str, labels: list[str] | None) -> "datasets.Dataset":  # noqa: F821
-    """Arrow dataset with label ids (int), scores (float), or tag ids; no label column when unlabelled."""
+def _to_dataset(split: RawSplit, kind: TaskType, labels: list[str] | None) -> "datasets.Dataset":  # noqa: F821
+    """Arrow dataset with the task type's columns (label ids, scores, tag ids); no label column
+    when unlabelled."""
     import datasets
 
-    index = {label: i for i, label in enumerate(labels or [])}
-    if type_ == "token":
-        features = {"tokens": datasets.Sequence(datasets.Value("string"))}
-        columns = {"tokens": [e["tokens"] for e in split.examples]}
-        if split.has_labels:
-            features["tags"] = datasets.Sequence(datasets.Value("int64"))
-            columns["tags"] = [[index[t] for t in e["tags"]] for e in split.examples]
-    else:
-        features = {"text": datasets.Value("string")}
-        columns = {"text": [e["text"] for e in split.examples]}
-        if "text_pair" in split.examples[0]:
-            features["text_pair"] = datasets.Value("string")
-            columns["text_pair"] = [e["text_pair"] for e in split.examples]
-        if split.has_labels:
-            if type_ == "regression":
-                features["label"] = datasets.Value("float32")
-                columns["label"] = [float(e["label"]) for e in split.examples]
-            else:
-                features["label"] = datasets.Value("int64")
-                columns["label"] = [index[e["label"]] for e in split.examples]
+    features, columns = kind.arrow_columns(split.examples, split.has_labels, labels)
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 def build_task(spec: TaskSpec) -> Task:
     """Read a task from its source into memory (labels mapped to ids from the training split)."""
+    if spec.type is None:  # a spec not from parse_task_spec
+        spec.type = SOURCE_TYPES.get(spec.source)
+    kind = spec.task_type
     raw = READERS[spec.source](spec)
-    if spec.source in ("bio_ner_dir", "hub_ner", "files") and spec.type is None:
-        spec.type = "token"
     labels = _label_set(raw, spec)
     if spec.glue_task:
         metric, metric_config = "glue", spec.glue_task
         main_metric = spec.main_metric or GLUE_TASKS[spec.glue_task].main_metric
-    elif spec.type == "token":
-        metric, metric_config, main_metric = "seqeval", None, spec.main_metric or "f1"
     else:
-        metric = "glue"
-        metric_config = "regression" if spec.type == "regression" else "classification"
-        main_metric = spec.main_metric or MAIN_METRIC_BY_TYPE[spec.type]
-    splits = {name: _to_dataset(split, spec.type, labels) for name, split in raw.items()}
+        metric, metric_config = kind.metric, kind.metric_config
+        main_metric = spec.main_metric or kind.main_metric
+    splits = {name: _to_dataset(split, kind, labels) for name, split in raw.items()}
     info = {
         "name": spec.name,
         "type": spec.type,
@@ -641,6 +600,10 @@ def load_task(path: str | Path) -> Task:
     path = Path(path)
     if path.is_dir():
         info = read_json(path / TASK_FILE, "prepared task description (task.json)")
+        try:
+            task_type(info.get("type"))
+        except ConfigError as e:
+            raise ConfigError(f"{path / TASK_FILE}: field 'type': {e}") from None
         splits = {}
         for name in info.get("splits", {}):
             if not (path / name).is_dir():

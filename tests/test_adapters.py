@@ -99,19 +99,51 @@ def test_adapter_tuning_of_a_masked_lm_trains_its_head():
                     for w in ("weight", "bias")}
 
 
-def test_adapter_tuning_adds_near_identity_adapters_when_missing():
-    model = MiniAlbertForTokenClassification(tiny_config(num_labels=3, use_adapter=False)).eval()
+def _hidden_states(model):
     with torch.no_grad():
-        before = model.minialbert(**batch()).last_hidden_state
+        return model.minialbert(**batch(), output_hidden_states=True).hidden_states
+
+
+def test_adapter_tuning_adds_identity_adapters_when_missing_and_E_equals_H():
+    """A new adapter is B(x) = LayerNorm(x) (its up-projection is zero). With E = H every
+    adapter's input is the output of a LayerNorm at its initial unit scale and zero shift (the
+    embeddings' for the first recursion, the previous block's after), so B is the identity up
+    to the LayerNorm's epsilon: every recursion's hidden states are unchanged to 1e-5."""
+    model = MiniAlbertForTokenClassification(tiny_config(num_labels=3, use_adapter=False, embedding_size=16)).eval()
+    assert model.minialbert.projector is None
+    before = _hidden_states(model)
+    prepare_for_adapter_tuning(model)
+    after = _hidden_states(model)
+    assert len(after) == len(before) == 4
+    for a, b in zip(after, before):
+        assert (a - b).abs().max() <= 1e-5
+
+
+def test_adapter_tuning_adds_near_identity_adapters_when_missing():
+    """With E != H the first recursion's input is the projector's output, which no LayerNorm
+    has scaled, so the first adapter (B(x) = LayerNorm(x)) is not the identity: it centres and
+    rescales that input (how much the outputs then move depends on the weights, not on any
+    bound: post-LN blocks are nearly, not exactly, scale-invariant). Every other adapter is the
+    identity, as with E = H: the model with adapters equals the model without them whose
+    projector output is layer-normed, to 1e-5."""
+    model = MiniAlbertForTokenClassification(tiny_config(num_labels=3, use_adapter=False)).eval()
+    H, eps = model.config.hidden_size, model.config.layer_norm_eps
+    assert model.config.embedding_size != H
+    before = _hidden_states(model)
+    handle = model.minialbert.projector.register_forward_hook(
+        lambda module, args, out: torch.nn.functional.layer_norm(out, (H,), eps=eps))
+    normed_input = _hidden_states(model)
+    handle.remove()
     prepare_for_adapter_tuning(model)
     assert model.config.use_adapter and len(model.minialbert.att_adapters) == 3
     assert all(n.startswith(("minialbert.att_adapters", "minialbert.ffn_adapters", "classifier")) for n in _trainable(model))
     for adapter in (*model.minialbert.att_adapters, *model.minialbert.ffn_adapters):
         assert adapter.up.weight.abs().max() == 0 and adapter.down.weight.abs().max() > 0
-    with torch.no_grad():
-        after = model.minialbert(**batch()).last_hidden_state
-    # Up-projections start at zero: B(x) = LayerNorm(x); inputs are already layer-normed.
-    assert (after - before).abs().max() < 0.05
+    after = _hidden_states(model)
+    torch.testing.assert_close(after[0], before[0], atol=0, rtol=0)  # the projector's output (adapters act later)
+    assert (normed_input[0] - before[0]).abs().max() > 0.5  # its LayerNorm is far from the identity
+    for a, reference in zip(after[1:], normed_input[1:]):
+        assert (a - reference).abs().max() <= 1e-5
     # Gradients reach the adapters only.
     model.train()
     model(**batch(), labels=torch.zeros(3, 9, dtype=torch.long)).loss.backward()

@@ -4,13 +4,16 @@ regression and NER, full and adapter tuning; NER chunking scores every word."""
 from __future__ import annotations
 
 import json
+import math
 import random
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 
 from minialbert import finetune as ft
+from minialbert import task_types
 from minialbert.cli import main as cli_main
 from minialbert.configs import FinetuneConfig
 from minialbert.tasks import build_task, parse_task_spec
@@ -175,12 +178,12 @@ def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
     config = FinetuneConfig(model=str(bert_dir), task="ner", output=str(tmp_path / "out"), lr=1e-3, max_length=16,
                             eval_batch_size=3)
     tokenizer = ft.load_tokenizer(config)
-    features = ft.encode_words(task, "devel" if "devel" in task.splits else "dev", tokenizer, 16)
+    features = task_types.encode_words(task, "devel" if "devel" in task.splits else "dev", tokenizer, 16)
     assert sum(len(f["input_ids"]) - 2 for f in features) > len(words)  # sub-words were split
     assert len(features) > 5 and all(len(f["input_ids"]) <= 16 for f in features)
     covered = [f["word_start"] + i for f in features for i in range(len(f["word_positions"]))]
     assert covered == list(range(len(words)))  # every word in exactly one chunk, in order
-    scored = sum(sum(label != ft.IGNORE_INDEX for label in f["labels"]) for f in features)
+    scored = sum(sum(label != task_types.IGNORE_INDEX for label in f["labels"]) for f in features)
     assert scored == len(words)  # one label per word (its first sub-word), not per sub-word
 
     # An oracle model that returns the gold label at each labelled position: F1 must be 1.0
@@ -193,15 +196,15 @@ def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
             return type("Out", (), {"logits": logits})()
 
     run = ft.Run(config, task, tokenizer, Oracle(), torch.device("cpu"), {"dev": features},
-                 ft.make_collator(tokenizer, "token"), ("input_ids", "attention_mask"), None)
+                 task.task_type.collator(tokenizer), ("input_ids", "attention_mask"), None)
     scores = ft.evaluate_split(run, "dev")
     assert scores["f1"] == 1.0 and scores["accuracy"] == 1.0
 
 
 def test_chunk_words():
-    assert ft.chunk_words([1, 2, 3, 1], 3) == [(0, 2), (2, 3), (3, 4)]
-    assert ft.chunk_words([5, 1], 3) == [(0, 1), (1, 2)]  # an over-long word gets a chunk alone
-    assert ft.chunk_words([], 3) == []
+    assert task_types.chunk_words([1, 2, 3, 1], 3) == [(0, 2), (2, 3), (3, 4)]
+    assert task_types.chunk_words([5, 1], 3) == [(0, 1), (1, 2)]  # an over-long word gets a chunk alone
+    assert task_types.chunk_words([], 3) == []
 
 
 def test_length_grouped_batches_cover_everything():
@@ -318,12 +321,88 @@ def test_finetune_custom_jsonl_prepared_dir(bert_dir, tmp_path):
     assert not (tmp_path / "out" / "model").exists()
 
 
-def test_regression_targets_are_standardised_for_training_and_mapped_back():
+def test_regression_targets_are_standardised_for_training():
     features = [{"labels": 0.0}, {"labels": 2.5}, {"labels": 5.0}, {"labels": 5.0}]
-    mean, std = ft.standardise_targets(features)
+    mean, std = task_types.standardise_targets(features)
     assert mean == pytest.approx(3.125)
     assert std == pytest.approx(((3.125**2 + 0.625**2 + 2 * 1.875**2) / 4) ** 0.5)
     z = [f["labels"] for f in features]
     assert sum(z) == pytest.approx(0.0, abs=1e-12)
     assert sum(v * v for v in z) / len(z) == pytest.approx(1.0)
-    assert [v * std + mean for v in z] == pytest.approx([0.0, 2.5, 5.0, 5.0])
+    assert task_types.standardise_targets([{"labels": 2.0}, {"labels": 2.0}]) == (2.0, 1.0)  # constant: std 1
+
+
+def test_regression_predictions_are_mapped_back_to_the_task_scale(bert_dir, task_dirs, tmp_path, monkeypatch):
+    """The real path (setup, predict, evaluate_split) on STS-B with the model's forward replaced
+    by known outputs: predictions == output * std + mean of the training scores, exactly, in the
+    split's order. Pearson is blind to the scale, so the scores alone would not notice."""
+    config = FinetuneConfig(model=str(bert_dir), task=str(task_dirs["stsb"]), output=str(tmp_path / "out"), lr=1e-3,
+                            max_length=32, eval_batch_size=3, device="cpu")
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    run = ft.setup(config)
+    scores = [float(s) for s in run.task.splits["train"]["label"]]
+    mean, std = run.target_scale
+    assert mean == pytest.approx(statistics.fmean(scores)) and std == pytest.approx(statistics.pstdev(scores))
+    assert abs(mean) > 1 and abs(std - 1) > 0.2  # a wrong mapping cannot go unnoticed
+    assert [f["labels"] for f in run.features["train"]] == pytest.approx([(s - mean) / std for s in scores])
+
+    def output(ids: torch.Tensor) -> torch.Tensor:  # a known output per example: from its token ids
+        return ids.sum(-1, keepdim=True).float() / 64 - 1  # [PAD] is id 0: padding changes nothing
+
+    def forward(input_ids, **kwargs):
+        return SequenceClassifierOutput(logits=output(input_ids))
+
+    monkeypatch.setattr(run.model, "forward", forward)
+    predictions = ft.predict(run, "dev")
+    outputs = [output(torch.tensor([f["input_ids"]])) for f in run.features["dev"]]
+    assert len(set(predictions)) == len(predictions) > 3  # distinct: the order is checked too
+    assert predictions == [(o * std + mean).item() for o in outputs]
+    assert predictions != pytest.approx([o.item() for o in outputs], abs=0.1)
+
+    # An oracle that outputs the standardised gold scores: predictions are the gold scores
+    gold = {tuple(f["input_ids"]): g for f, g in zip(run.features["dev"], run.task.splits["dev"]["label"])}
+
+    def oracle(input_ids, attention_mask=None, **kwargs):
+        rows = [tuple(i for i, m in zip(ids, mask) if m) for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+        return SequenceClassifierOutput(logits=torch.tensor([[(gold[r] - mean) / std] for r in rows]))
+
+    monkeypatch.setattr(run.model, "forward", oracle)
+    assert ft.predict(run, "dev") == pytest.approx(list(run.task.splits["dev"]["label"]), abs=1e-5)
+    assert ft.evaluate_split(run, "dev")["pearson"] == pytest.approx(1.0)
+
+
+def test_finetuning_learns_a_separable_task(bert_dir, tmp_path):
+    """A single-sentence task whose label is one word ("good" or "bad" among random filler
+    words): the training loss falls far below chance and dev accuracy is well above chance.
+    (An optimiser that never steps would pass the other fine-tuning tests.)"""
+    rng = random.Random(0)
+    filler = [w for w in WORDS if w not in ("good", "bad")]
+    d = tmp_path / "SST-2"
+    d.mkdir()
+    for split, n in (("train", 64), ("dev", 40)):
+        rows = ["sentence\tlabel"]
+        for i in range(n):
+            words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
+            words.insert(rng.randint(0, len(words)), ("bad", "good")[i % 2])
+            rows.append(f"{' '.join(words)}\t{i % 2}")
+        (d / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    spec = tmp_path / "sst2.json"
+    spec.write_text(json.dumps({"name": "sst2", "source": "glue_dir", "glue_task": "sst2", "path": str(d)}))
+    config = FinetuneConfig(model=str(bert_dir), task=str(spec), output=str(tmp_path / "out"), lr=1e-2, epochs=10,
+                            batch_size=8, max_length=32, warmup_ratio=0.1, seed=0, device="cpu")
+    run = ft.setup(config)
+
+    def mean_train_loss() -> float:
+        run.model.eval()
+        features = run.features["train"]
+        with torch.no_grad():
+            return sum(float(run.model(**ft.collate(run, [i], features)).loss) for i in range(len(features))) / len(features)
+
+    before = mean_train_loss()
+    assert before == pytest.approx(math.log(2), abs=0.05)  # a fresh head: chance
+    stats = ft.train(run)
+    assert stats["steps"] == 80 and stats["final_loss"] < before / 2
+    assert mean_train_loss() < before / 4
+    dev, examples = ft.evaluate_role(run, "dev")
+    assert examples == 40 and dev["accuracy"] >= 0.9

@@ -225,6 +225,22 @@ def test_glue_hub_with_stand_in(monkeypatch):
     assert "label" not in task.splits["test"].column_names
 
 
+def test_glue_hub_regression_with_stand_in(monkeypatch):
+    features = datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
+                                  "label": datasets.Value("float32"), "idx": datasets.Value("int32")})
+    rows = lambda labels: {"sentence1": ["a"] * len(labels), "sentence2": ["b"] * len(labels), "label": labels,  # noqa: E731
+                           "idx": list(range(len(labels)))}
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config: datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict(rows([5.0, 3.8, 0.25]), features=features),
+        "validation": datasets.Dataset.from_dict(rows([1.5]), features=features),
+        "test": datasets.Dataset.from_dict(rows([-1.0]), features=features)}))
+    task = build_task(parse_task_spec({"name": "stsb", "source": "glue_hub", "glue_task": "stsb"}))
+    assert task.type == "regression" and task.labels is None and task.info["metric_config"] == "stsb"
+    assert task.splits["train"]["label"] == pytest.approx([5.0, 3.8, 0.25]) and task.splits["dev"]["label"] == [1.5]
+    assert task.splits["train"].features["label"] == datasets.Value("float32")
+    assert "label" not in task.splits["test"].column_names
+
+
 # ------------------------------------------------------------------- BioBERT NER layout
 NER_TRAIN = ["Famotidine\tB-Chemical", "-\tO", "associated\tO", "delirium\tO", ".\tO", "",
              "Naloxone\tB-Chemical", "reverses\tO", "clonidine\tB-Chemical", "hydro\tB-Chemical", "chloride\tI-Chemical", ""]
