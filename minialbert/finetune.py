@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from minialbert.adapters import count_parameters, prepare_for_adapter_tuning
 from minialbert.metrics import compute_metric
+from minialbert.optim import build_optimizer
 from minialbert.tasks import Task, load_task
 from minialbert.configs import FinetuneConfig
 from minialbert.utils import ConfigError, atomic_directory, config_hash, set_seed, write_json_atomic
@@ -182,16 +183,6 @@ def autocast(run: Run):
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and LayerNorm weights (the 1-D tensors)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-
-
 def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
     """The warm-up steps of a ratio of the training steps (rounded up)."""
     return int(math.ceil(warmup_ratio * total_steps))
@@ -230,7 +221,7 @@ def train(run: Run) -> dict:
     rng = random.Random(config.seed)  # batch order depends only on the seed
     epochs = list(epoch_batches(run, rng))
     total_steps = sum(len(batches) for batches in epochs)
-    optimizer = make_optimizer(run.model, config.lr, config.weight_decay)
+    optimizer = build_optimizer(run.model, config.lr, config.weight_decay)
     scheduler = get_scheduler("constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
                               optimizer, num_warmup_steps=warmup_steps(config.warmup_ratio, total_steps),
                               num_training_steps=total_steps)
