@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from minialbert import finetune as ft
-from minialbert.configs import FinetuneConfig
+from minialbert.command_configs import FinetuneConfig
 from minialbert.metrics import load_metric
 from minialbert.tasks import Task
 from minialbert.utils import ConfigError

@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module, which defines `add_arguments(parser)` and
 `run(args)`. A command whose settings are a flat config dataclass (`finetune`) gets its flags
-generated from it (`minialbert.configs.add_config_arguments`), so flag names, defaults and docs
+generated from it (`minialbert.command_configs.add_config_arguments`), so flag names, defaults and docs
 cannot drift from the config keys. Nothing
 heavy is imported to parse arguments: `--help` and config errors answer without torch.
 """

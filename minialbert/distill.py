@@ -5,7 +5,7 @@
     minialbert init-scratch --config FILE --output DIR       the same BERT, untrained
     minialbert init-student --config FILE --output DIR       the student distill starts from
 
-The config files are YAML in the shape of `minialbert.configs.DistillConfig`,
+The config files are YAML in the shape of `minialbert.command_configs.DistillConfig`,
 `PretrainTeacherConfig`, `ScratchModelConfig` and `InitStudentConfig` (a distill config) (`minialbert COMMAND --help` lists every key
 with its default). distill and pretrain-teacher share one runner (`run_command`): load the
 data, build the model and its objective, hand both to the training loop, which writes
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from minialbert.configs import (
+from minialbert.command_configs import (
     DistillConfig,
     InitStudentConfig,
     PretrainTeacherConfig,

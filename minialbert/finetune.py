@@ -33,7 +33,7 @@ from minialbert.adapters import count_parameters, prepare_for_adapter_tuning
 from minialbert.metrics import compute_metric
 from minialbert.optim import build_optimizer
 from minialbert.tasks import Task, load_task
-from minialbert.configs import FinetuneConfig
+from minialbert.command_configs import FinetuneConfig
 from minialbert.utils import ConfigError, atomic_directory, config_hash, set_seed, write_json_atomic
 
 logger = logging.getLogger(__name__)

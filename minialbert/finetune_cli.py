@@ -1,12 +1,12 @@
-"""`minialbert finetune`: flags generated from `minialbert.configs.FinetuneConfig` (the
+"""`minialbert finetune`: flags generated from `minialbert.command_configs.FinetuneConfig` (the
 training code in `minialbert.finetune` is imported only to run)."""
 
 from __future__ import annotations
 
 import argparse
 
-from minialbert.configs import add_config_arguments, config_from_args
-from minialbert.configs import FinetuneConfig
+from minialbert.command_configs import add_config_arguments, config_from_args
+from minialbert.command_configs import FinetuneConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ reads from the teacher and the student, and the function that computes it.
     (paper: mlm 1, attention 3, hidden 3, output 5; embedding and relation 0)
 
 Everything else is derived from this table: the `loss.weights` keys of the distill config and
-their defaults (`minialbert.configs.LossWeights`), which outputs the objective asks the teacher
+their defaults (`minialbert.command_configs.LossWeights`), which outputs the objective asks the teacher
 and the student for (`minialbert.objective`), whether the teacher runs at all (not when no
 weighted term reads it: the MLM-only baseline and teacher pretraining), and the panels of the
 loss-curve figure.
@@ -13,7 +13,7 @@ loss-curve figure.
 Adding a term is its function and one `register_loss_term(LossTerm(...))` call (here, or from
 your own code before the config is read): the function receives a `minialbert.objective.LossInputs`
 and returns a scalar tensor. A term with its own settings (like `relation`) also gets a section in
-`minialbert.configs.LossConfig` and a `resolve` function that checks them against the models.
+`minialbert.command_configs.LossConfig` and a `resolve` function that checks them against the models.
 
 This module imports no torch at import time (the config is validated when the workflow's DAG
 is built): the numerics below import it when they first run.
@@ -191,7 +191,8 @@ def output_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid:
 
 def resolve_relation(relation: Mapping[str, Any] | None, student, teacher) -> dict[str, int]:
     """{teacher_layer, student_recursion (both 0-based, non-negative), heads} of the relation
-    term (student and teacher: models or their configs); ValueError when an index is out of range or the heads divide not both widths."""
+    term (student and teacher: models or their configs); ValueError when an index is out of
+    range or the heads divide not both widths."""
     relation = dict(relation or {})
     T, teacher_heads = num_layers_and_heads(teacher)
     S, _ = num_layers_and_heads(student)

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import (
 )
 
 from .blocks import BottleneckAdapter, RecursionRelaxation, RelaxedLinear
-from .configuration import MiniAlbertConfig
+from .model_config import MiniAlbertConfig
 
 # A relaxed recursion's parameters for one block: {name in the block: (weight, bias)}.
 Overrides = dict[str, tuple[torch.Tensor, torch.Tensor | None]]

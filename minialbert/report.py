@@ -232,7 +232,7 @@ def measure_efficiency(model_dir: str | Path, settings: "EfficiencyConfig | None
     from transformers import AutoConfig, AutoModel
 
     import minialbert  # noqa: F401  (registers the minialbert model type)
-    from minialbert.configs import EfficiencyConfig
+    from minialbert.command_configs import EfficiencyConfig
 
     s = settings or EfficiencyConfig()
     batch_size, max_length, repeats, warmup, threads = s.batch_size, s.max_length, s.repeats, s.warmup_repeats, s.threads
@@ -339,8 +339,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if parser.prog.endswith("efficiency"):
         parser.add_argument("--model", required=True, help="model dir (save_pretrained layout)")
         parser.add_argument("--output", required=True, help="JSON file to write")
-        from minialbert.configs import add_config_arguments
-        from minialbert.configs import EfficiencyConfig
+        from minialbert.command_configs import add_config_arguments
+        from minialbert.command_configs import EfficiencyConfig
 
         add_config_arguments(parser, EfficiencyConfig)
         parser.add_argument("--name", help="model name recorded in the JSON (default: the output file's stem)")
@@ -353,8 +353,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "efficiency":
-        from minialbert.configs import config_from_args
-        from minialbert.configs import EfficiencyConfig
+        from minialbert.command_configs import config_from_args
+        from minialbert.command_configs import EfficiencyConfig
 
         result = measure_efficiency(args.model, config_from_args(EfficiencyConfig, args))
         result = {"model": args.name or Path(args.output).stem, **result}

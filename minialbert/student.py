@@ -4,7 +4,7 @@ embeddings and MLM head optionally taken from the teacher or another model.
 - `student_model_config(spec, teacher_config)`: the MiniAlbertConfig of a `StudentConfig`. Every
   field of the section that is a model setting names its MiniAlbertConfig attribute in its
   declaration (`option(model=...)`, default: the same name), so a new student setting is a
-  field in `minialbert.configs` and its use in the model; nulls marked `teacher_default` take
+  field in `minialbert.command_configs` and its use in the model; nulls marked `teacher_default` take
   the teacher's value.
 - `build_student(spec, teacher, layer_map, seed=...)`: the MiniAlbertForMaskedLM distillation
   starts from (`layer_map` already checked: `minialbert.recursions.check_layer_map`).
@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from minialbert.blocks import NORM_PATHS, TARGET_PATHS
-from minialbert.configs import StudentConfig
-from minialbert.configuration import MiniAlbertConfig
+from minialbert.command_configs import StudentConfig
+from minialbert.model_config import MiniAlbertConfig
 from minialbert.modeling import MiniAlbertForMaskedLM, MiniAlbertModel, MiniAlbertPreTrainedModel
 from minialbert.utils import ConfigError, set_seed
 

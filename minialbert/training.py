@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from minialbert.configs import TrainingConfig
+from minialbert.command_configs import TrainingConfig
 from minialbert.optim import build_optimizer, linear_schedule
 from minialbert.checkpoints import TrainState, latest_checkpoint, load_checkpoint, resume_identity, save_checkpoint
 from minialbert.data.mlm import WINDOW_COLUMNS, ResumableBatches, SeededMLMCollator, TaggedRows

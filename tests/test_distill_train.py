@@ -167,7 +167,7 @@ def test_unknown_student_key_exits_2_naming_the_key_and_the_allowed_keys(world, 
     import dataclasses
 
     from minialbert.cli import main
-    from minialbert.configs import StudentConfig
+    from minialbert.command_configs import StudentConfig
 
     cfg = yaml.safe_load(distill_config(world, tmp_path / "c.yaml").read_text())
     cfg["student"]["foo"] = 1

@@ -15,7 +15,7 @@ import torch
 from minialbert import finetune as ft
 from minialbert import task_types
 from minialbert.cli import main as cli_main
-from minialbert.configs import FinetuneConfig
+from minialbert.command_configs import FinetuneConfig
 from minialbert.tasks import build_task, parse_task_spec
 from minialbert.utils import ConfigError
 

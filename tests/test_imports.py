@@ -90,7 +90,7 @@ def test_the_package_has_no_import_cycle():
 
 def test_building_blocks_sit_below_the_model_and_commands_above_the_library():
     graph = import_graph()
-    for low in ("minialbert.blocks", "minialbert.recursions", "minialbert.loss_terms", "minialbert.configs",
+    for low in ("minialbert.blocks", "minialbert.recursions", "minialbert.loss_terms", "minialbert.command_configs",
                 "minialbert.utils"):
         assert not graph[low] & {"minialbert.modeling", "minialbert.adapters", "minialbert.cli",
                                  "minialbert.objective", "minialbert.training"}, (low, graph[low])

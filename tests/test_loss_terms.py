@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from minialbert.configs import LossConfig
+from minialbert.command_configs import LossConfig
 from minialbert.loss_terms import (
     LOSS_TERMS,
     LossTerm,

@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from minialbert.adapters import RecursionRelaxation, count_parameters, prepare_for_adapter_tuning
-from minialbert.configs import DistillConfig, InitStudentConfig, LossConfig, StudentConfig
+from minialbert.command_configs import DistillConfig, InitStudentConfig, LossConfig, StudentConfig
 from minialbert.recursions import sharing_pattern
 from minialbert.distill import distillation_setup, load_tokenizer, resolve_student, run_command
 from minialbert.loss_terms import relation_loss

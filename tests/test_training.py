@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from minialbert.configs import TrainingConfig
+from minialbert.command_configs import TrainingConfig
 import torch
 from torch import nn
 

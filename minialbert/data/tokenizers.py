@@ -85,8 +85,8 @@ def train_tokenizer(corpus_dir: str | Path, output: str | Path, vocab_size: int 
 # --- CLI: minialbert train-tokenizer ---------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from minialbert.configs import add_config_arguments
-    from minialbert.configs import TokenizerConfig
+    from minialbert.command_configs import add_config_arguments
+    from minialbert.command_configs import TokenizerConfig
 
     parser.add_argument("--corpus", required=True, help="corpus dir written by `minialbert ingest-corpus`")
     parser.add_argument("--output", required=True, help="tokenizer dir to write (fast BERT tokenizer)")
@@ -96,8 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minialbert.configs import config_from_args
-    from minialbert.configs import TokenizerConfig
+    from minialbert.command_configs import config_from_args
+    from minialbert.command_configs import TokenizerConfig
 
     s = config_from_args(TokenizerConfig, args)
     tokenizer = train_tokenizer(args.corpus, args.output, vocab_size=s.vocab_size, lowercase=s.lowercase,

@@ -157,8 +157,8 @@ def make_windows(corpus_dir: str | Path, tokenizer_dir: str | Path, output: str 
 # --- CLI: minialbert make-windows ------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from minialbert.configs import add_config_arguments
-    from minialbert.configs import WindowsConfig
+    from minialbert.command_configs import add_config_arguments
+    from minialbert.command_configs import WindowsConfig
 
     parser.description = ("Cut every corpus document into windows of --max-length tokens ([CLS] ... [SEP] each), "
                           "consecutive windows sharing --stride content tokens; keep at most "
@@ -170,8 +170,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minialbert.configs import config_from_args
-    from minialbert.configs import WindowsConfig
+    from minialbert.command_configs import config_from_args
+    from minialbert.command_configs import WindowsConfig
 
     s = config_from_args(WindowsConfig, args)
     windows = make_windows(args.corpus, args.tokenizer, args.output, s.max_length, s.stride,

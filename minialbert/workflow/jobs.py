@@ -35,7 +35,7 @@ def _corpus(job: Any, cfg: dict) -> None:
 
 
 def _tokenizer(job: Any, cfg: dict) -> None:
-    from minialbert.configs import TokenizerConfig
+    from minialbert.command_configs import TokenizerConfig
     from minialbert.data.tokenizers import train_tokenizer
 
     settings = TokenizerConfig.from_dict({k: cfg[k] for k in ("vocab_size", "lowercase")})
@@ -43,7 +43,7 @@ def _tokenizer(job: Any, cfg: dict) -> None:
 
 
 def _windows(job: Any, cfg: dict) -> None:
-    from minialbert.configs import WindowsConfig
+    from minialbert.command_configs import WindowsConfig
     from minialbert.data.windows import make_windows
 
     s = WindowsConfig.from_dict({k: v for k, v in cfg.items() if k not in ("name", "corpus_dir", "tokenizer",
@@ -106,7 +106,7 @@ def _train(job: Any, cfg: dict) -> None:
 
 
 def _scratch(job: Any, cfg: dict) -> None:
-    from minialbert.configs import ScratchModelConfig
+    from minialbert.command_configs import ScratchModelConfig
     from minialbert.distill import init_scratch
 
     init_scratch(ScratchModelConfig.from_dict(cfg["command"], key="init-scratch"), job.output[0])
@@ -135,7 +135,7 @@ def _import(job: Any, cfg: dict) -> None:
 
 
 def _finetune(job: Any, cfg: dict) -> None:
-    from minialbert.configs import FinetuneConfig
+    from minialbert.command_configs import FinetuneConfig
     from minialbert.finetune import finetune
 
     config = FinetuneConfig.from_dict({**cfg["command"], "output": str(Path(job.output[0]).parent),
@@ -144,7 +144,7 @@ def _finetune(job: Any, cfg: dict) -> None:
 
 
 def _efficiency(job: Any, cfg: dict) -> None:
-    from minialbert.configs import EfficiencyConfig
+    from minialbert.command_configs import EfficiencyConfig
     from minialbert.report import measure_efficiency
 
     settings = EfficiencyConfig.from_dict(cfg["command"], key="report.efficiency")

@@ -13,7 +13,7 @@ deliberately not an input: after changing it, rerun what you mean to with `--for
 
 Command sections (`student`, `loss`, `training`, a teacher's `model`, a task's `finetune`,
 `report.efficiency`, a windows or tokenizer entry's settings) are validated here by the
-dataclass of the command that owns them (`minialbert.configs`), so a bad value fails before
+dataclass of the command that owns them (`minialbert.command_configs`), so a bad value fails before
 any job runs. Model and training sections travel to their job as written (the command fills
 its defaults and records them in metrics.json); windows and tokenizer settings are filled in,
 as the identity of every model hashes them.
@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from minialbert.configs import (
+from minialbert.command_configs import (
     DistillConfig,
     EfficiencyConfig,
     FinetuneSettings,
