@@ -83,10 +83,15 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(checkpoint_dir: Path, *, module, optimizer, scheduler, state: TrainState, identity: str,
-                    keep: int) -> Path:
-    """Write `checkpoint_dir/step-N` atomically, then prune all but the newest `keep`."""
+                    keep: int, files: Iterable[Path] = ()) -> Path:
+    """Write `checkpoint_dir/step-N` atomically (with a copy of each of `files` that exists: the
+    run's history, which a restarted job's output dir may have lost), then prune all but the
+    newest `keep`."""
     dst = checkpoint_dir / f"step-{state.step:08d}"
     with atomic_directory(dst) as tmp:
+        for path in files:
+            if Path(path).is_file():
+                shutil.copyfile(path, tmp / Path(path).name)
         torch.save(
             {
                 "module": module.state_dict(),

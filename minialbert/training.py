@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -41,6 +42,7 @@ from torch import nn
 
 from minialbert.command_configs import TrainingConfig
 from minialbert.optim import build_optimizer, linear_schedule
+from minialbert.plots import read_train_log
 from minialbert.checkpoints import TrainState, latest_checkpoint, load_checkpoint, resume_identity, save_checkpoint
 from minialbert.data.mlm import WINDOW_COLUMNS, ResumableBatches, SeededMLMCollator, TaggedRows
 from minialbert.utils import ConfigError, atomic_directory, config_hash, write_json_atomic
@@ -179,7 +181,12 @@ def prepare_loop(job: TrainingJob, cfg: TrainingConfig, output_dir: str | os.Pat
     )
     resume_or_start(loop, seed=cfg.seed)
     if rt.is_main:
-        loop.events = open_event_writer(output_dir / "tensorboard", purge_step=loop.state.step)
+        events_dir = output_dir / "tensorboard"
+        lost = loop.state.step > 0 and not any(events_dir.glob("events.out.tfevents.*"))
+        loop.events = open_event_writer(events_dir, resumed_at=loop.state.step)
+        if lost and loop.events is not None:  # the output dir was replaced: the events again, from the log
+            for record in read_train_log(loop.log_path):
+                write_events(loop.events, record)
     if rt.distributed:
         loop.train_module = nn.parallel.DistributedDataParallel(
             module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
@@ -190,15 +197,16 @@ def prepare_loop(job: TrainingJob, cfg: TrainingConfig, output_dir: str | os.Pat
     return loop
 
 
-def open_event_writer(path: Path, purge_step: int):
-    """A TensorBoard writer beside train_log.jsonl (events after `purge_step`, from a run killed
-    before its next checkpoint, are dropped); None with a one-line notice without tensorboard."""
+def open_event_writer(path: Path, resumed_at: int):
+    """A TensorBoard writer beside train_log.jsonl (events after step `resumed_at`, from a run
+    killed before its next checkpoint, are dropped); None with a one-line notice without tensorboard."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         print("minialbert: tensorboard is not installed: no event files (pip install tensorboard)", file=sys.stderr)
         return None
-    return SummaryWriter(log_dir=str(path), purge_step=purge_step or None)
+    # TensorBoard drops the events at and after purge_step: the checkpoint's own step is kept
+    return SummaryWriter(log_dir=str(path), purge_step=resumed_at + 1 if resumed_at else None)
 
 
 def resume_or_start(loop: TrainLoop, seed: int) -> None:
@@ -214,6 +222,9 @@ def resume_or_start(loop: TrainLoop, seed: int) -> None:
         if rt.is_main:
             print(f"minialbert: {msg}", file=sys.stderr, flush=True)
             loop.output_dir.mkdir(parents=True, exist_ok=True)
+            saved_log = ckpt / loop.log_path.name
+            if saved_log.is_file():  # the history up to the checkpoint, whatever the output dir lost
+                shutil.copyfile(saved_log, loop.log_path)
             _truncate_log(loop.log_path, loop.state.step)
             _append_log(loop.log_path, {"event": "resume", "step": loop.state.step, "checkpoint": str(ckpt)})
     elif rt.is_main:
@@ -377,10 +388,19 @@ def log_step(loop: TrainLoop, losses: dict[str, float], bar) -> None:
               "tokens_seen": state.tokens_seen, "elapsed_seconds": round(loop.wall_seconds(), 3), **losses}
     _append_log(loop.log_path, record)
     if loop.events is not None:
-        for name, value in losses.items():
-            loop.events.add_scalar(f"loss/{name}", value, state.step)
-        loop.events.add_scalar("lr", record["lr"], state.step)
+        write_events(loop.events, record)
     bar.set_postfix({n: f"{v:.4g}" for n, v in losses.items() if n == "total" or len(losses) < 4})
+
+
+LOG_FIELDS = ("step", "epoch", "lr", "tokens_seen", "elapsed_seconds")  # the rest of a record: loss components
+
+
+def write_events(events, record: Mapping[str, Any]) -> None:
+    """One train_log.jsonl record as TensorBoard scalars: loss/<component> and lr."""
+    for name, value in record.items():
+        if name not in LOG_FIELDS:
+            events.add_scalar(f"loss/{name}", value, record["step"])
+    events.add_scalar("lr", record["lr"], record["step"])
 
 
 def checkpoint(loop: TrainLoop, cfg: TrainingConfig) -> Path | None:
@@ -389,7 +409,8 @@ def checkpoint(loop: TrainLoop, cfg: TrainingConfig) -> Path | None:
     if not loop.rt.is_main:
         return None
     return save_checkpoint(loop.checkpoint_dir, module=loop.module, optimizer=loop.optimizer, scheduler=loop.scheduler,
-                           state=loop.state, identity=loop.identity, keep=cfg.keep_checkpoints)
+                           state=loop.state, identity=loop.identity, keep=cfg.keep_checkpoints,
+                           files=[loop.log_path])
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -239,20 +239,28 @@ def test_init_scratch_saves_the_untrained_architecture(world, tmp_path, capsys):
     assert "init-scratch" in capsys.readouterr().err and not (tmp_path / "old").exists()
 
 
-def test_sigkill_then_restart_resumes_and_finishes(world, tmp_path):
-    cfg = distill_config(world, tmp_path / "c.yaml", max_steps=16, checkpoint_interval=2, log_interval=1)
+@pytest.mark.parametrize("output_dir_lost", [False, True], ids=["output-kept", "output-deleted"])
+def test_sigkill_then_restart_resumes_and_finishes(world, tmp_path, output_dir_lost):
+    """Killed, then restarted: it resumes from its checkpoint and its history (train_log.jsonl,
+    TensorBoard) covers every logging step from the first, also when the output dir was deleted
+    in between, as Snakemake does before it reruns a job (the checkpoints live elsewhere)."""
+    checkpoints = tmp_path / "checkpoints"
+    cfg = distill_config(world, tmp_path / "c.yaml", max_steps=16, checkpoint_interval=2, log_interval=1,
+                         checkpoint_dir=str(checkpoints))
     out = tmp_path / "out"
     cmd = _cli("distill", "--config", str(cfg), "--output", str(out))
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if (out / "checkpoints").is_dir() and any(p.name.startswith("step-") for p in (out / "checkpoints").iterdir()):
+        if checkpoints.is_dir() and any(p.name.startswith("step-") for p in checkpoints.iterdir()):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (out / "model").exists()
+    if output_dir_lost:
+        shutil.rmtree(out)
     done = _run(cmd, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from checkpoint" in done.stderr
@@ -261,6 +269,11 @@ def test_sigkill_then_restart_resumes_and_finishes(world, tmp_path):
     log = _log(out)
     assert any(r.get("event") == "resume" for r in log)
     assert [r["step"] for r in log if "event" not in r] == list(range(1, 17))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/total")] == list(range(1, 17))
     import minialbert  # noqa: F401
     from transformers import AutoModelForMaskedLM
 
