@@ -46,7 +46,7 @@ def build(root: Path) -> tuple[Path, Path]:
     from minialbert.data.tokenizers import train_wordpiece
     from minialbert.demo import DemoSizes, make_demo
     from minialbert.modeling import MiniAlbertForMaskedLM
-    from minialbert.model_config import MiniAlbertConfig
+    from minialbert.modeling import MiniAlbertConfig
     from minialbert.tasks import parse_task_spec, prepare_task
 
     make_demo(root / "demo", seed=0, sizes=DemoSizes(train_examples=1000, eval_examples=300))

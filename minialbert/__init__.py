@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (imported on first access)
 _EXPORTS = {
-    "MiniAlbertConfig": "minialbert.model_config",
+    "MiniAlbertConfig": "minialbert.modeling",
     "MiniAlbertModel": "minialbert.modeling",
     "MiniAlbertPreTrainedModel": "minialbert.modeling",
     "MiniAlbertForMaskedLM": "minialbert.modeling",
@@ -48,9 +48,9 @@ def register_auto_classes() -> None:
         AutoModelForTokenClassification,
     )
 
-    from minialbert import model_config, modeling
+    from minialbert import modeling
 
-    config = model_config.MiniAlbertConfig
+    config = modeling.MiniAlbertConfig
     AutoConfig.register("minialbert", config, exist_ok=True)
     AutoModel.register(config, modeling.MiniAlbertModel, exist_ok=True)
     AutoModelForMaskedLM.register(config, modeling.MiniAlbertForMaskedLM, exist_ok=True)
@@ -64,7 +64,7 @@ def register_auto_classes() -> None:
 # modeling_utils), so registration is attempted after each of them finishes executing and
 # done at the first moment none of them is still half-imported.
 _AUTO_MODULES = ("transformers.models.auto.configuration_auto", "transformers.models.auto.modeling_auto")
-_WATCHED = (*_AUTO_MODULES, "transformers.modeling_utils", "minialbert.model_config", "minialbert.modeling")
+_WATCHED = (*_AUTO_MODULES, "transformers.modeling_utils", "minialbert.modeling")
 
 
 def _initializing(name: str) -> bool:

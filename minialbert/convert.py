@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .model_config import MiniAlbertConfig
+from .modeling import MiniAlbertConfig
 from .utils import ConfigError, atomic_directory, read_json
 
 _LAYER = "albert.albert.encoder.albert_layer_groups.0.albert_layers.0."

@@ -40,8 +40,7 @@ from torch import nn
 
 from minialbert.blocks import NORM_PATHS, TARGET_PATHS
 from minialbert.command_configs import StudentConfig
-from minialbert.model_config import MiniAlbertConfig
-from minialbert.modeling import MiniAlbertForMaskedLM, MiniAlbertModel, MiniAlbertPreTrainedModel
+from minialbert.modeling import MiniAlbertConfig, MiniAlbertForMaskedLM, MiniAlbertModel, MiniAlbertPreTrainedModel
 from minialbert.utils import ConfigError, set_seed
 
 DEFAULT_EMBEDDING_SIZE = 128  # E when the section leaves it null and nothing is copied
