@@ -282,19 +282,24 @@ def _expect_columns(path: Path, lineno: int, fields: list[str], expected: int) -
         raise ConfigError(f"{path}: line {lineno}: expected {expected} tab-separated columns, found {len(fields)}")
 
 
-def read_glue_dir(spec: TaskSpec) -> dict[str, RawSplit]:
-    """The GLUE task dir in the original distribution layout: train.tsv, dev*.tsv, optional test*.tsv."""
+def glue_dir_files(spec: TaskSpec) -> dict[str, tuple[Path, bool]]:
+    """split -> (file, labels required) that `read_glue_dir` reads: train.tsv, the GLUE table's
+    dev files, and its test files where present (test labels are unreleased: optional)."""
     task = GLUE_TASKS[spec.glue_task]
     root = spec.resolve(spec.path)
     if not root.is_dir():
         raise ConfigError(f"{spec.origin}: field 'path': {root} is not a directory")
-    splits = {"train": _glue_file(spec, task, root / "train.tsv", True)}
-    for split, name in task.dir_dev_files.items():
-        splits[split] = _glue_file(spec, task, root / name, True)
-    for split, name in task.dir_test_files.items():
-        if (root / name).is_file():  # test labels are unreleased: optional, usually unlabelled
-            splits[split] = _glue_file(spec, task, root / name, False)
-    return splits
+    files = {"train": (root / "train.tsv", True)}
+    files.update({split: (root / name, True) for split, name in task.dir_dev_files.items()})
+    files.update({split: (root / name, False) for split, name in task.dir_test_files.items()
+                  if (root / name).is_file()})
+    return files
+
+
+def read_glue_dir(spec: TaskSpec) -> dict[str, RawSplit]:
+    """The GLUE task dir in the original distribution layout: train.tsv, dev*.tsv, optional test*.tsv."""
+    task = GLUE_TASKS[spec.glue_task]
+    return {split: _glue_file(spec, task, path, labelled) for split, (path, labelled) in glue_dir_files(spec).items()}
 
 
 def read_glue_hub(spec: TaskSpec) -> dict[str, RawSplit]:
@@ -369,28 +374,35 @@ def read_conll_file(path: Path) -> RawSplit:
     return RawSplit(sentences, str(path))
 
 
-def read_bio_ner_dir(spec: TaskSpec) -> dict[str, RawSplit]:
-    """BioBERT NER dir. train_dev.tsv (= train followed by devel) is used for training when the
-    spec says `train_dev: true` or when train.tsv is absent; dev scores are then optimistic."""
+def bio_ner_files(spec: TaskSpec) -> dict[str, Path]:
+    """split -> file that `read_bio_ner_dir` reads. train_dev.tsv (= train followed by devel) is
+    the training file when the spec says `train_dev: true` or when train.tsv is absent; dev
+    scores are then optimistic. devel.tsv (or dev.tsv) is required, test.tsv optional."""
     root = spec.resolve(spec.path)
     if not root.is_dir():
         raise ConfigError(f"{spec.origin}: field 'path': {root} is not a directory")
     train = root / "train.tsv"
     if spec.train_dev or not train.is_file():
         if (root / "train_dev.tsv").is_file():
-            if not spec.train_dev:
-                logger.warning("%s: no train.tsv; training on train_dev.tsv (includes devel: dev scores are optimistic)", root)
             train = root / "train_dev.tsv"
         elif spec.train_dev:
             raise ConfigError(f"{spec.origin}: field 'train_dev' is true but {root / 'train_dev.tsv'} does not exist")
-    splits = {"train": read_conll_file(train)}
     dev = next((root / n for n in ("devel.tsv", "dev.tsv") if (root / n).is_file()), None)
     if dev is None:
         raise ConfigError(f"{root}: no devel.tsv (or dev.tsv) in the BioBERT NER layout")
-    splits["dev"] = read_conll_file(dev)
+    files = {"train": train, "dev": dev}
     if (root / "test.tsv").is_file():
-        splits["test"] = read_conll_file(root / "test.tsv")
-    return splits
+        files["test"] = root / "test.tsv"
+    return files
+
+
+def read_bio_ner_dir(spec: TaskSpec) -> dict[str, RawSplit]:
+    """BioBERT NER dir (the files of `bio_ner_files`)."""
+    files = bio_ner_files(spec)
+    if files["train"].name == "train_dev.tsv" and not spec.train_dev:
+        logger.warning("%s: no train.tsv; training on train_dev.tsv (includes devel: dev scores are optimistic)",
+                       files["train"].parent)
+    return {split: read_conll_file(path) for split, path in files.items()}
 
 
 def read_hub_ner(spec: TaskSpec) -> dict[str, RawSplit]:
@@ -423,6 +435,25 @@ def read_hub_ner(spec: TaskSpec) -> dict[str, RawSplit]:
 def read_files(spec: TaskSpec) -> dict[str, RawSplit]:
     """Custom CSV or JSON-lines files (by extension: .csv, .tsv, .jsonl/.json)."""
     return {split: _read_table_file(spec, spec.resolve(path), split) for split, path in spec.files.items()}
+
+
+def input_files(spec: TaskSpec) -> list[Path]:
+    """The local files the spec's reader reads, for a workflow to declare as inputs (editing one
+    reruns the task). Only files that exist: a missing one is the reader's error to report, and
+    hub sources have none."""
+    try:
+        if spec.source == "files":
+            paths = [spec.resolve(p) for p in spec.files.values()]
+        elif spec.source == "glue_dir":
+            paths = [path for path, _ in glue_dir_files(spec).values()]
+        elif spec.source == "bio_ner_dir":
+            paths = list(bio_ner_files(spec).values())
+        else:
+            return []
+    except ConfigError:  # a broken dir: declare what is there, the job reports the rest
+        root = spec.resolve(spec.path)
+        paths = sorted(root.glob("*.tsv")) if root.is_dir() else []
+    return [p for p in dict.fromkeys(paths) if p.is_file()]
 
 
 def _read_table_file(spec: TaskSpec, path: Path, split: str) -> RawSplit:

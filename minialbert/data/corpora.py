@@ -124,6 +124,22 @@ def resolve_files(spec: dict, where: str = "corpus source") -> list[tuple[Path, 
     return files
 
 
+def input_files(spec: dict) -> list[Path]:
+    """The local files a source reads, for a workflow to declare as inputs (editing one reruns
+    the ingestion): the existing matches of a `files` source's paths/globs, or every file of a
+    `hub` source whose name is a local dataset dir. Missing files are left to the reader."""
+    if spec["type"] == "files":
+        paths = [p for pattern in spec["paths"]
+                 for p in (sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern])]
+    elif spec["type"] == "hub" and os.path.isdir(os.path.expanduser(spec["name"])):
+        root = os.path.expanduser(spec["name"])
+        paths = sorted(os.path.join(d, f) for d, dirs, files in os.walk(root) for f in files
+                       if not any(part.startswith(".") for part in os.path.relpath(os.path.join(d, f), root).split(os.sep)))
+    else:
+        return []
+    return [Path(p) for p in dict.fromkeys(paths) if os.path.isfile(p)]
+
+
 def _file_format(path: Path, spec: dict, where: str) -> str:
     fmt = spec["format"] or _EXTENSION_FORMATS.get(path.suffix.lower())
     if fmt is None:

@@ -36,7 +36,9 @@ from minialbert.command_configs import (
     TokenizerConfig,
     WindowsConfig,
 )
+from minialbert.data.corpora import input_files as corpus_input_files
 from minialbert.data.corpora import validate_source
+from minialbert.tasks import input_files as task_input_files
 from minialbert.tasks import parse_task_spec
 from minialbert.utils import ConfigError, canonical_json, config_hash, load_yaml
 
@@ -166,6 +168,17 @@ def model_output(kind: str, name: str) -> str:
 def lr_label(lr: float) -> str:
     """The learning rate as it appears in paths: 5e-05, 0.0005, 0.001."""
     return format(float(lr), "g")
+
+
+def model_dir_files(path: str) -> list[str]:
+    """The files of a local model (or tokenizer) dir that loading it reads: its top-level files
+    (config, weights, tokenizer), hidden ones aside; none when it does not exist. A dir input
+    would not do: Snakemake compares a dir's mtime, which editing a file in place leaves alone."""
+    root = os.path.expanduser(path)
+    if not os.path.isdir(root):
+        return []
+    return [os.path.join(path, f) for f in sorted(os.listdir(root))
+            if not f.startswith(".") and os.path.isfile(os.path.join(root, f))]
 
 
 def run_dir(model: str, task: str, mode: str, lr: str, seed: str | int) -> str:
@@ -329,7 +342,8 @@ class Plan:
         if entry["source"] == "hub":
             return entry["name"], []
         if entry["source"] == "local":
-            return self.expand_path(entry["path"]), []
+            path = self.expand_path(entry["path"])
+            return path, model_dir_files(path)
         if entry["source"] == "model":  # a hub, local or authors entry: its dir is known before the registry
             kind = "teacher" if entry["model"] in self.config["teachers"] else "baseline"
             return self._stored_dir(kind, entry["model"])
@@ -339,7 +353,8 @@ class Plan:
         """(dir, inputs) of a model that is downloaded, imported or read in place."""
         entry = self._entry(name)
         if entry["source"] == "local":
-            return self.expand_path(entry["path"]), []
+            path = self.expand_path(entry["path"])
+            return path, model_dir_files(path)
         return f"{model_output(kind, name)}/model", [model_output(kind, name)]
 
     # --------------------------------------------------------------------- the model registry
@@ -501,7 +516,10 @@ class Plan:
         return {"demo": self.config.get("demo") or {}}
 
     def corpus_inputs(self, name: str) -> list[str]:
-        return [DEMO_DIR] if self.config["corpora"][name]["source"] == "demo" else []
+        """The demo world, or the local files the corpus is read from (editing one reruns it)."""
+        if self.config["corpora"][name]["source"] == "demo":
+            return [DEMO_DIR]
+        return [str(p) for p in corpus_input_files(corpus_source(self.corpus_job(name)))]
 
     def corpus_job(self, name: str) -> dict:
         entry = self.expand_spec(self.config["corpora"][name])
@@ -527,7 +545,10 @@ class Plan:
                 **self.windows_settings[name].to_dict(), "identity": self.windows_identity(name)}
 
     def task_inputs(self, task: str) -> list[str]:
-        return [DEMO_DIR] if self.uses_demo(self.config["tasks"][task]["spec"]) else []
+        """The demo world, or the local files the task is read from (editing one reruns it)."""
+        if self.uses_demo(self.config["tasks"][task]["spec"]):
+            return [DEMO_DIR]
+        return [str(p) for p in task_input_files(parse_task_spec(self.task_job(task)["spec"]))]
 
     def task_job(self, task: str) -> dict:
         spec = self.expand_spec(self.config["tasks"][task]["spec"])
@@ -587,6 +608,8 @@ class Plan:
         ref = (entry.get("student") or {}).get("embeddings_from")
         if ref in self.models:
             inputs += self.models[ref].inputs
+        elif isinstance(ref, str):  # a local model dir, or a hub id (no files here)
+            inputs += model_dir_files(self.expand_path(ref))
         return list(dict.fromkeys(inputs))
 
     def distill_job(self, name: str) -> dict:
