@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal, Mapping, TypeVar
 
 from minialbert.loss_terms import LOSS_TERMS, default_weights
 from minialbert.recursions import RELAXATION_TARGETS
-from minialbert.utils import ConfigError
+from minialbert.utils import ConfigError, did_you_mean, shown_value
 
 S = TypeVar("S", bound="Section")
 
@@ -86,7 +86,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, alternative, key)
             except ConfigError as e:
                 errors.append(e)
-        raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {shown_value(value)}")
     if isinstance(tp, type) and issubclass(tp, Section):
         return tp.from_dict(value, key=key)
     ok = {
@@ -97,19 +97,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     }
     if tp in ok:
         if not ok[tp](value):
-            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {shown_value(value)}")
         return float(value) if tp is float else value
     if origin is Literal:
         if value not in args or isinstance(value, bool) != any(isinstance(a, bool) and a == value for a in args):
-            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {shown_value(value)}")
         return value
     if tp is dict:  # free-form mapping, recorded as given
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {shown_value(value)}")
         return dict(value)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {_describe_type(tp)}, got {shown_value(value)}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     raise TypeError(f"unsupported config annotation {tp!r}")
 
@@ -147,8 +147,9 @@ class Section:
             if name in cls.RENAMED:
                 raise ConfigError(f"{_join(key, name)}: this key was renamed: use {cls.RENAMED[name]}")
             if name not in fields:
-                allowed = ", ".join([*also_allowed, *fields])
-                raise ConfigError(f"{_join(key, name)}: unknown key (allowed: {allowed})")
+                allowed = [*also_allowed, *fields]
+                raise ConfigError(f"{_join(key, name)}: unknown key{did_you_mean(name, allowed)} "
+                                  f"(allowed: {', '.join(allowed)})")
         values = {}
         for name, f in fields.items():
             if name in raw:
@@ -343,7 +344,8 @@ class LossWeights(Section):
         values = {}
         for name, value in raw.items():
             if name not in LOSS_TERMS:
-                raise ConfigError(f"{_join(key, name)}: unknown key (allowed: {', '.join(LOSS_TERMS)})")
+                raise ConfigError(f"{_join(key, name)}: unknown key{did_you_mean(name, LOSS_TERMS)} "
+                                  f"(allowed: {', '.join(LOSS_TERMS)})")
             values[name] = _coerce(value, float, _join(key, name))
             if values[name] < 0:
                 raise ConfigError(f"{_join(key, name)}: expected a number >= 0, got {values[name]!r}")

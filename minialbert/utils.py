@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 class ConfigError(ValueError):
     """Bad user input (config, data file, checkpoint, CLI argument); the message names
     the file, the field and what was expected."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """', did you mean 'seeds'?' when a choice is close to the misspelt `word` (difflib), else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def shown_value(value: Any) -> str:
+    """`value` as an error message shows it, with a hint when it is a string that was probably
+    meant as a number: YAML 1.1 (PyYAML) reads 1e-3 as text, a float needs a dot and a signed
+    exponent (1.0e-3)."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or not _NUMBER.match(text):
+        return repr(value)
+    mantissa, _, exponent = text.replace("E", "e").partition("e")
+    if exponent and ("." not in mantissa or exponent[0] not in "+-"):
+        mantissa = mantissa + ".0" if "." not in mantissa else mantissa + "0" if mantissa.endswith(".") else mantissa
+        exponent = exponent if exponent[0] in "+-" else "+" + exponent
+        return f"{value!r} (a string: YAML 1.1 reads {text} as text; write {mantissa}e{exponent})"
+    return f"{value!r} (a string: write the number without quotes)"
 
 
 def canonical_json(obj: Any) -> str:

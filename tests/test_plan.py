@@ -104,13 +104,17 @@ def test_job_configs_carry_the_model_name_and_upstream_identities():
 
 @pytest.mark.parametrize("section, key, value, message", [
     ("students", ("student-a", "student", "num_recursion"), 3,
-     "config key students.student-a.student.num_recursion: unknown key (allowed: num_recursions,"),
+     "config key students.student-a.student.num_recursion: unknown key, did you mean 'num_recursions'? (allowed: "
+     "num_recursions,"),
     ("students", ("student-a", "training", "max_steps"), 0,
      "config key students.student-a.training.max_steps: expected an integer >= 1, got 0"),
     ("teachers", ("teacher", "model", "num_attention_heads"), 3,
      "config key teachers.teacher.model.num_attention_heads: must divide"),
-    ("windows", ("w64", "strid"), 3, "config key windows.w64.strid: unknown key (allowed: corpus, tokenizer, max_length"),
+    ("windows", ("w64", "strid"), 3, "config key windows.w64.strid: unknown key, did you mean 'stride'? (allowed: "
+     "corpus, tokenizer, max_length"),
     ("finetune", ("batch_size",), 0, "config key finetune.batch_size: expected an integer >= 1, got 0"),
+    ("students", ("student-a", "training", "lr"), "1e-3", "config key students.student-a.training.lr: expected a "
+     "number, got '1e-3' (a string: YAML 1.1 reads 1e-3 as text; write 1.0e-3)"),
 ])
 def test_command_sections_are_validated_by_their_dataclass(section, key, value, message):
     config = copy.deepcopy(TINY)

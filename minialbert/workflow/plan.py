@@ -40,7 +40,7 @@ from minialbert.data.corpora import input_files as corpus_input_files
 from minialbert.data.corpora import validate_source
 from minialbert.tasks import input_files as task_input_files
 from minialbert.tasks import parse_task_spec
-from minialbert.utils import ConfigError, canonical_json, config_hash, load_yaml
+from minialbert.utils import ConfigError, canonical_json, config_hash, did_you_mean, load_yaml, shown_value
 
 DEMO_DIR = "results/demo"
 NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -80,8 +80,8 @@ class Problems:
             self.messages.append(str(e))
 
     def raise_if_any(self) -> None:
-        if self.messages:
-            raise ConfigError("invalid config (nothing was run):\n  " + "\n  ".join(self.messages))
+        if self.messages:  # once each: a section checked for both tuning modes fails the same way twice
+            raise ConfigError("invalid config (nothing was run):\n  " + "\n  ".join(dict.fromkeys(self.messages)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -129,16 +129,40 @@ def validate_config(config: dict, schema: str | os.PathLike | dict) -> dict:
     errors = list(_validator_with_defaults(schema).iter_errors(config))
     if errors:
         err = jsonschema.exceptions.best_match(errors)  # for oneOf, the alternative that came closest
-        key = _dotted(err.absolute_path)
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            allowed = set(err.schema.get("properties", {}))
-            unknown = sorted(k for k in err.instance if k not in allowed)
-            msg = (f"config key {_dotted(list(err.absolute_path) + [unknown[0]])}: unknown key "
-                   f"(allowed under {key}: {', '.join(sorted(allowed))})")
-        else:
-            msg = f"config key {key}: {err.message}"
-        raise ConfigError(f"invalid config: {msg}")
+        raise ConfigError(f"invalid config: config key {schema_error_message(err)}")
     return config
+
+
+_JSON_TYPES = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true or false",
+               "array": "a list", "object": "a mapping", "null": "null"}
+
+
+def schema_error_message(err) -> str:
+    """A jsonschema error in the style of the command configs' errors: `<key>: expected ..., got ...`."""
+    key, schema, value, got = _dotted(err.absolute_path), err.schema, err.instance, shown_value(err.instance)
+    kind = err.validator
+    if kind == "additionalProperties" and isinstance(value, dict):
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(k for k in value if k not in allowed)[0]
+        return (f"{_dotted(list(err.absolute_path) + [unknown])}: unknown key{did_you_mean(unknown, allowed)} "
+                f"(allowed under {key}: {', '.join(allowed)})")
+    if kind == "required":
+        missing = next(k for k in err.validator_value if k not in value)
+        return f"{_dotted(list(err.absolute_path) + [missing])}: missing (required under {key})"
+    if kind == "type":
+        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        return f"{key}: expected {' or '.join(_JSON_TYPES.get(t, t) for t in types)}, got {got}"
+    if kind == "enum":
+        options = ", ".join(repr(o) for o in err.validator_value)
+        return f"{key}: expected one of {options}, got {got}{did_you_mean(value, err.validator_value)}"
+    bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    if kind in bounds:
+        return f"{key}: expected a number {bounds[kind]} {err.validator_value}, got {got}"
+    if kind == "pattern":
+        return f"{key}: expected a string matching {err.validator_value}, got {got}"
+    if kind in ("oneOf", "anyOf") and schema.get("description"):
+        return f"{key}: expected {schema['description']}, got {got}"
+    return f"{key}: {err.message}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -470,13 +494,19 @@ class Plan:
             if n not in self.models:
                 problems.fail(f"finetune.models[{i}]", f"'{n}' is not a teachers, students or baselines entry")
         models = [self.models[n] for n in names if n in self.models]
+        modes = list(dict.fromkeys(m for model in models for m in model.modes))
+        # each section alone first, so that an error is reported once, at the key where it is written
+        top_ok = self._check_finetune_section(problems, "finetune", self.config["finetune"], modes)
         settings = {}  # (task, mode) -> (FinetuneSettings, lr grid, seeds)
         for task, entry in self.config["tasks"].items():
             key = f"tasks.{task}.finetune" if entry.get("finetune") else "finetune"
-            for mode in dict.fromkeys(m for model in models for m in model.modes):
+            own_ok = self._check_finetune_section(problems, key, entry.get("finetune") or {}, modes)
+            for mode in modes:
                 raw = self.finetune_settings(task, mode)
                 if raw.get("lr") is None:
                     problems.fail(f"{key}.lr", f"no learning rates for mode '{mode}'")
+                    continue
+                if not (top_ok and own_ok):
                     continue
                 given = {**self.config["finetune"], **(entry.get("finetune") or {})}
                 per_mode = any(_for_mode(v, mode) is not v for k, v in given.items() if k != "lr")
@@ -497,6 +527,20 @@ class Plan:
                             run["epochs"] = section.epochs * model.epochs_factor
                             runs[(model.name, task, mode, lr_label(lr), str(seed))] = run
         return runs
+
+    @staticmethod
+    def _check_finetune_section(problems: Problems, key: str, section: Mapping[str, Any], modes: list[str]) -> bool:
+        """Validate one `finetune:` section on its own: its settings for every mode once, those
+        given per mode for each mode; True if it is valid."""
+        before = len(problems.messages)
+        settings = Plan._settings(section, FINETUNE_WORKFLOW_KEYS)
+        per_mode = [k for k, v in settings.items() if _for_mode(v, MODES[0]) is not v]
+        problems.section(FinetuneSettings, {k: v for k, v in settings.items() if k not in per_mode}, key,
+                         also_allowed=FINETUNE_WORKFLOW_KEYS)
+        for mode in modes if per_mode else ():
+            values = {k: _for_mode(settings[k], mode) for k in per_mode if _for_mode(settings[k], mode) is not None}
+            problems.section(FinetuneSettings, values, f"{key} ({mode} mode)", also_allowed=FINETUNE_WORKFLOW_KEYS)
+        return len(problems.messages) == before
 
     def run_metrics(self) -> list[str]:
         return [f"{run_dir(*key)}/metrics.json" for key in self.runs]
