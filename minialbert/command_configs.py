@@ -403,6 +403,83 @@ class LossConfig(Section):
 
 
 # ------------------------------------------------------------------------------------------
+# a student against its teacher: the rules that need only the teacher's config (no model, no
+# torch or transformers), applied by `distill` when it builds the student and by the workflow's
+# plan when the teacher's shape is known from the config (a pretrain teacher, a local dir)
+
+DEFAULT_EMBEDDING_SIZE = 128  # E when the section leaves it null and nothing is copied
+# what must be equal for teacher layers to be copied into the student's
+SHAPE_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size", "hidden_act")
+
+
+def student_model_settings(spec: StudentConfig, teacher_config: Any) -> dict[str, Any]:
+    """{MiniAlbertConfig attribute: value} of the `student:` section's model settings, nulls
+    resolved from the teacher's config (`minialbert.student.student_model_config` adds the
+    teacher's vocabulary and positions). ConfigError names the key."""
+    tc = teacher_config
+    copy_embeddings = spec.init_from_teacher is not None and not spec.embeddings_from
+    if copy_embeddings and spec.embedding_size not in (None, tc.hidden_size):
+        raise ConfigError(f"student.embedding_size: init_from_teacher copies the teacher's embeddings, so E must "
+                          f"be the teacher's H ({tc.hidden_size}); got {spec.embedding_size} (leave it null)")
+    settings = {attr: getattr(tc, attr) if value is None and from_teacher else value
+                for attr, (value, from_teacher) in spec.model_settings().items()}
+    if settings["embedding_size"] is None:
+        settings["embedding_size"] = tc.hidden_size if copy_embeddings else DEFAULT_EMBEDDING_SIZE
+    return settings
+
+
+def teacher_layers_key(spec: StudentConfig) -> str | None:
+    """The key that makes the student copy teacher layers (init_from_teacher, SVD-initialised
+    LoRA), so that its layer shape must be the teacher's; None when nothing is copied."""
+    if spec.init_from_teacher is not None:
+        return "student.init_from_teacher"
+    if spec.relaxation.lora_rank and spec.relaxation.lora_init == "svd":
+        return "student.relaxation.lora_init: svd"
+    return None
+
+
+def check_compatible(student_config: Any, teacher_config: Any, key: str) -> None:
+    """ConfigError naming every shape field in which student and teacher (configs) differ."""
+    differ = [f"{f} (student {getattr(student_config, f)!r}, teacher {getattr(teacher_config, f, None)!r})"
+              for f in SHAPE_FIELDS if getattr(student_config, f) != getattr(teacher_config, f, None)]
+    if differ:
+        raise ConfigError(f"{key}: needs the student's layer shape to equal the teacher's; differs in "
+                          + "; ".join(differ))
+
+
+def check_student(cfg: "DistillConfig", teacher_config: Any) -> None:
+    """The distill job's checks of a student against its teacher that need only the teacher's
+    config (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, hidden_act):
+    the resolved sizes, the layer shape when teacher layers are copied, the student's own shape
+    (heads and the LoRA rank against its width), the layer map and each weighted loss term's
+    settings (`Objective.resolve` calls the same functions). ConfigError names the key."""
+    from minialbert.recursions import check_layer_map
+
+    student = types.SimpleNamespace(**student_model_settings(cfg.student, teacher_config))
+    key = teacher_layers_key(cfg.student)
+    if key is not None:
+        check_compatible(student, teacher_config, key)
+    if student.hidden_size % student.num_attention_heads:
+        raise ConfigError(f"student.num_attention_heads: must divide the student's hidden_size "
+                          f"({student.hidden_size}), got {student.num_attention_heads}")
+    if student.lora_rank > student.hidden_size:
+        raise ConfigError(f"student.relaxation.lora_rank: expected at most the student's hidden_size "
+                          f"({student.hidden_size}), got {student.lora_rank}")
+    weights = cfg.loss.weights.to_dict()
+    try:
+        check_layer_map(cfg.loss.layer_map, student.num_hidden_layers, teacher_config.num_hidden_layers)
+    except ValueError as e:
+        raise ConfigError(f"loss.layer_map: {e}") from None
+    options = cfg.loss.to_dict()
+    for name, term in LOSS_TERMS.items():
+        if term.resolve is not None and weights[name] > 0:
+            try:
+                term.resolve(dict(options.get(term.options) or {}), student, teacher_config)
+            except ValueError as e:
+                raise ConfigError(f"loss.{e}" if str(e).startswith(f"{term.options}.") else f"loss: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------
 # commands
 
 

@@ -39,11 +39,14 @@ import torch
 from torch import nn
 
 from minialbert.blocks import NORM_PATHS, TARGET_PATHS
-from minialbert.command_configs import StudentConfig
+from minialbert.command_configs import (
+    StudentConfig,
+    check_compatible,
+    student_model_settings,
+    teacher_layers_key,
+)
 from minialbert.modeling import MiniAlbertConfig, MiniAlbertForMaskedLM, MiniAlbertModel, MiniAlbertPreTrainedModel
 from minialbert.utils import ConfigError, set_seed
-
-DEFAULT_EMBEDDING_SIZE = 128  # E when the section leaves it null and nothing is copied
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,18 +54,13 @@ DEFAULT_EMBEDDING_SIZE = 128  # E when the section leaves it null and nothing is
 # --------------------------------------------------------------------------------------------
 def student_model_config(spec: StudentConfig, teacher_config) -> MiniAlbertConfig:
     """The MiniAlbertConfig of the `student:` section: its model settings (declared in
-    `StudentConfig`) with nulls resolved from the teacher, and the vocabulary, positions, token
-    types and padding id of the teacher. ConfigError names the key."""
+    `StudentConfig`) with nulls resolved from the teacher (`student_model_settings`, which the
+    workflow's plan checks too), and the vocabulary, positions, token types and padding id of the
+    teacher. ConfigError names the key."""
     tc = teacher_config
     copy_embeddings = spec.init_from_teacher is not None and not spec.embeddings_from
     svd = bool(spec.relaxation.lora_rank) and spec.relaxation.lora_init == "svd"
-    if copy_embeddings and spec.embedding_size not in (None, tc.hidden_size):
-        raise ConfigError(f"student.embedding_size: init_from_teacher copies the teacher's embeddings, so E must "
-                          f"be the teacher's H ({tc.hidden_size}); got {spec.embedding_size} (leave it null)")
-    settings = {attr: getattr(tc, attr) if value is None and from_teacher else value
-                for attr, (value, from_teacher) in spec.model_settings().items()}
-    if settings["embedding_size"] is None:
-        settings["embedding_size"] = tc.hidden_size if copy_embeddings else DEFAULT_EMBEDDING_SIZE
+    settings = student_model_settings(spec, tc)
     try:
         return MiniAlbertConfig(
             **settings,
@@ -89,11 +87,9 @@ def build_student(spec: StudentConfig, teacher, layer_map: Sequence[int], *, see
     the teacher. `layer_map`: the teacher layer of each recursion, already checked;
     `config`: `student_model_config(spec, teacher.config)` when the caller has it."""
     config = config or student_model_config(spec, teacher.config)
-    svd = bool(spec.relaxation.lora_rank) and spec.relaxation.lora_init == "svd"
-    from_teacher = spec.init_from_teacher is not None or svd
+    from_teacher = teacher_layers_key(spec) is not None
     if from_teacher:
-        check_compatible(config, teacher.config, "student.init_from_teacher" if spec.init_from_teacher
-                         else "student.relaxation.lora_init: svd")
+        check_compatible(config, teacher.config, teacher_layers_key(spec))
     set_seed(seed)
     model = MiniAlbertForMaskedLM(config)
     if from_teacher:
@@ -130,16 +126,6 @@ BERT_LAYER_PATHS = {
     "feed_forward.ffn_output": "output.dense",
     "feed_forward.full_layer_layer_norm": "output.LayerNorm",
 }
-SHAPE_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size", "hidden_act")
-
-
-def check_compatible(student_config, teacher_config, key: str) -> None:
-    """ConfigError naming every shape field in which student and teacher differ."""
-    differ = [f"{f} (student {getattr(student_config, f)!r}, teacher {getattr(teacher_config, f, None)!r})"
-              for f in SHAPE_FIELDS if getattr(student_config, f) != getattr(teacher_config, f, None)]
-    if differ:
-        raise ConfigError(f"{key}: needs the student's layer shape to equal the teacher's; differs in "
-                          + "; ".join(differ))
 
 
 def teacher_layers(teacher: nn.Module, key: str) -> list[nn.Module]:

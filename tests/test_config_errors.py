@@ -81,3 +81,65 @@ def test_shown_value(value, shown):
     assert shown_value(value) == shown
     if "write 1" in shown or "write 5" in shown:  # the suggestion is what PyYAML reads as a float
         assert isinstance(yaml.safe_load(shown.rsplit("write ", 1)[1].rstrip(")")), float)
+
+
+# --------------------------------------------------------------------------- a student against its teacher
+
+TINY = yaml.safe_load((REPO / "tests" / "workflow_tiny.yaml").read_text())  # teacher: H 32, 2 layers, 2 heads, FFN 64
+
+
+def student_error(student=None, loss=None) -> str:
+    config = copy.deepcopy(TINY)
+    entry = config["students"]["student-a"]
+    entry["student"] = {"num_recursions": 2, **(student or {})}
+    entry["loss"] = loss or {}
+    with pytest.raises(ConfigError) as e:
+        load_plan(config, SCHEMA)
+    return str(e.value).removeprefix("invalid config (nothing was run):\n  ")
+
+
+@pytest.mark.parametrize("student, loss, expected", [
+    ({"init_from_teacher": "average", "embedding_size": 64}, None,
+     "config key students.student-a.student.embedding_size: init_from_teacher copies the teacher's embeddings, so E "
+     "must be the teacher's H (32); got 64 (leave it null)"),
+    ({"init_from_teacher": "stepwise", "intermediate_size": 128}, None,
+     "config key students.student-a.student.init_from_teacher: needs the student's layer shape to equal the "
+     "teacher's; differs in intermediate_size (student 128, teacher 64)"),
+    ({"relaxation": {"lora_rank": 4}, "hidden_size": 16}, None,
+     "config key students.student-a.student.relaxation.lora_init: svd: needs the student's layer shape to equal the "
+     "teacher's; differs in hidden_size (student 16, teacher 32)"),
+    ({"relaxation": {"lora_rank": 64, "lora_init": "zeros"}}, None,
+     "config key students.student-a.student.relaxation.lora_rank: expected at most the student's hidden_size (32), "
+     "got 64"),
+    (None, {"layer_map": [0, 2]},
+     "config key students.student-a.loss.layer_map: layer map [0, 2]: entry 2 is not a teacher layer index in 0..1"),
+    (None, {"weights": {"relation": 1.0}, "relation": {"heads": 3}},
+     "config key students.student-a.loss.relation.heads: 3 relation heads must divide both the teacher's width (32) "
+     "and the student's (32)"),
+])
+def test_a_student_that_cannot_fit_its_teacher_fails_when_the_plan_is_built(student, loss, expected):
+    assert student_error(student, loss) == expected
+
+
+def test_the_distill_job_refuses_the_same_student_with_the_same_message():
+    from types import SimpleNamespace
+
+    from minialbert.student import student_model_config
+
+    teacher = SimpleNamespace(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              hidden_act="gelu", vocab_size=100, max_position_embeddings=64)
+    spec = StudentConfig.from_dict({"num_recursions": 2, "init_from_teacher": "average", "embedding_size": 64})
+    with pytest.raises(ConfigError) as e:
+        student_model_config(spec, teacher)
+    assert f"config key students.student-a.{e.value}" == student_error(spec.to_dict())
+
+
+def test_a_local_teachers_config_json_is_checked_too(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 4, '
+                                          '"intermediate_size": 96, "model_type": "bert"}')
+    config = copy.deepcopy(TINY)
+    config["teachers"]["local"] = {"source": "local", "path": str(tmp_path)}
+    config["students"]["student-a"].update(teacher="local", loss={"layer_map": [0, 4]})
+    with pytest.raises(ConfigError, match=r"students.student-a.loss.layer_map: layer map \[0, 4\]: entry 4 is not a "
+                                          r"teacher layer index in 0..3"):
+        load_plan(config, SCHEMA)

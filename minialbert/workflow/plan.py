@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 import os
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 from minialbert.command_configs import (
@@ -33,8 +35,10 @@ from minialbert.command_configs import (
     FinetuneSettings,
     PretrainTeacherConfig,
     Section,
+    TeacherModelConfig,
     TokenizerConfig,
     WindowsConfig,
+    check_student,
 )
 from minialbert.data.corpora import input_files as corpus_input_files
 from minialbert.data.corpora import validate_source
@@ -71,6 +75,15 @@ class Problems:
         except ConfigError as e:
             self.messages.append(f"config key {e}")
             return None
+
+    def check_within(self, key: str, validate, *args) -> bool:
+        """Run a command's validator whose message names its key inside the entry `key`; record a failure."""
+        try:
+            validate(*args)
+            return True
+        except ConfigError as e:
+            self.messages.append(f"config key {key}.{e}")
+            return False
 
     def check(self, validate, *args, **kwargs) -> None:
         """Run a command's own validator (its message already names the key); record a failure."""
@@ -373,6 +386,30 @@ class Plan:
             return self._stored_dir(kind, entry["model"])
         return f"results/tokenizers/{name}", [f"results/tokenizers/{name}"]
 
+    def teacher_config(self, name: str) -> SimpleNamespace | None:
+        """The teacher's config attributes when known without loading the model (None otherwise):
+        a pretrain teacher's `model:` section (with `TeacherModelConfig`'s defaults, and BERT's
+        activation), or the config.json of a local teacher dir."""
+        entry = self.config["teachers"][name]
+        if entry["source"] == "pretrain":
+            try:
+                shape = TeacherModelConfig.from_dict(entry.get("model"))
+            except ConfigError:  # reported at the teacher
+                return None
+            return SimpleNamespace(**shape.to_dict(), hidden_act="gelu", type_vocab_size=2, layer_norm_eps=1e-12,
+                                   pad_token_id=0, vocab_size=None)
+        if entry["source"] == "local":
+            path = os.path.join(os.path.expanduser(self.expand_path(entry["path"])), "config.json")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    config = json.load(f)
+            except (OSError, ValueError):
+                return None
+            needed = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+            if isinstance(config, dict) and all(isinstance(config.get(k), int) for k in needed):
+                return SimpleNamespace(**{"hidden_act": "gelu", **config})
+        return None
+
     def _stored_dir(self, kind: str, name: str) -> tuple[str, list[str]]:
         """(dir, inputs) of a model that is downloaded, imported or read in place."""
         entry = self._entry(name)
@@ -461,7 +498,11 @@ class Plan:
             problems.fail(f"{key}.teacher", f"'{entry['teacher']}' is not a teachers entry")
             return None
         command = self.distill_command(name)
-        if problems.section(DistillConfig, command, key) is None:
+        distill = problems.section(DistillConfig, command, key)
+        if distill is None:
+            return None
+        teacher_config = self.teacher_config(entry["teacher"])
+        if teacher_config is not None and not problems.check_within(key, check_student, distill, teacher_config):
             return None
         ref = (entry.get("student") or {}).get("embeddings_from")
         identity = config_hash({"distill": command, "teacher": teacher.identity,
