@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from minialbert.data.corpora import ingest_corpus, load_corpus, read_source_spec
 from minialbert.utils import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def texts(ds) -> list[str]:
@@ -115,3 +118,43 @@ def test_cli_ingest_corpus(tmp_path, capsys):
     assert texts(load_corpus(tmp_path / "out")) == ["one", "two"]
     assert main(["ingest-corpus", "--files", str(src), "--output", str(tmp_path / "bad")]) == 2
     assert "text_layout" in capsys.readouterr().err
+
+
+def test_the_paper_corpus_loads_from_a_parquet_dump_laid_out_like_the_hub(tmp_path):
+    """configs/paper-general.yaml reads wikimedia/wikipedia (parquet, no loading script): a local
+    copy of its layout (README configs + <config>/train-*.parquet) goes through the same code path
+    (`datasets.load_dataset(name, config, split=...)`) as the hub repo."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from minialbert.workflow.plan import corpus_source
+
+    paper = yaml.safe_load(open(REPO / "configs" / "paper-general.yaml"))["corpora"]["wikipedia"]
+    hub = paper["hub"]
+    assert (hub["name"], hub["config"]) == ("wikimedia/wikipedia", "20231101.en")
+    dump = tmp_path / "wikimedia" / "wikipedia"
+    (dump / hub["config"]).mkdir(parents=True)
+    (dump / "README.md").write_text(
+        "---\nconfigs:\n- config_name: 20231101.en\n  data_files:\n  - split: train\n"
+        "    path: 20231101.en/train-*\n- config_name: 20231101.fr\n  data_files:\n  - split: train\n"
+        "    path: 20231101.fr/train-*\n---\n")
+    table = pa.table({"id": ["12", "25"], "url": ["u1", "u2"], "title": ["Anarchism", "Autism"],
+                      "text": ["Anarchism is a political philosophy.", "Autism is a condition."]})
+    pq.write_table(table, dump / hub["config"] / "train-00000-of-00001.parquet")
+    entry = dict(paper, hub=dict(hub, name=str(dump)))
+    ds = ingest_corpus(corpus_source({"corpus": entry}), tmp_path / "out")
+    assert texts(ds) == ["Anarchism is a political philosophy.", "Autism is a condition."]
+
+
+def test_no_config_names_a_script_based_hub_dataset():
+    """Datasets with a loading script (wikipedia, bookcorpus, ...) no longer load (datasets >= 4)."""
+    import yaml
+
+    script_based = {"wikipedia", "bookcorpus", "glue", "ncbi_disease", "bc5cdr", "bc2gm_corpus", "jnlpba",
+                    "linnaeus", "species_800"}
+    for path in [*(REPO / "configs").glob("*.yaml"), REPO / "config.yaml"]:
+        config = yaml.safe_load(open(path))
+        names = [c["hub"]["name"] for c in config.get("corpora", {}).values() if c.get("source") == "hub"]
+        names += [(t["spec"].get("hub") or {}).get("name") for t in config.get("tasks", {}).values()]
+        assert not script_based & set(names), path

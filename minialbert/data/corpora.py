@@ -3,7 +3,7 @@
 A corpus source is a mapping (a YAML/JSON file, a config entry or a dict) of one of three kinds:
 
     # a dataset on the model hub (or a local dataset dir that `datasets.load_dataset` reads)
-    {type: hub, name: wikipedia, config: 20220301.en, split: train, text_column: text}
+    {type: hub, name: wikimedia/wikipedia, config: 20231101.en, split: train, text_column: text}
 
     # local files: one path, a glob, or a list of them
     {type: files, paths: ["data/*.jsonl"], format: jsonl, text_column: text}
@@ -341,7 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hub", metavar="NAME", help="hub dataset name (or a local dataset dir)")
     group.add_argument("--files", nargs="+", metavar="PATH_OR_GLOB", help="local corpus files")
     group.add_argument("--demo", action="store_true", help="the demo world's corpus (see `minialbert make-demo`)")
-    parser.add_argument("--config", help="--hub: dataset config name, e.g. 20220301.en")
+    parser.add_argument("--config", help="--hub: dataset config name, e.g. 20231101.en")
     parser.add_argument("--split", default="train", help="--hub: split (default train)")
     parser.add_argument("--text-column", default="text", help="--hub/--files: column holding the text (default text)")
     parser.add_argument("--format", choices=FILE_FORMATS, help="--files: file format (default: from the extension)")
