@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -103,24 +103,40 @@ def split_role(split: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Task spec
 # --------------------------------------------------------------------------------------------
+def _spec_field(default=None, doc: str = ""):
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class TaskSpec:
-    """A validated task spec; `base_dir` resolves relative paths (the spec file's directory)."""
+    """A validated task spec; `base_dir` resolves relative paths (the spec file's directory).
+    Each field's doc is what `minialbert prepare-task --help` lists (`describe_spec_fields`)."""
 
-    name: str
-    source: str
-    type: str | None = None
-    glue_task: str | None = None
-    path: str | None = None
-    hub: dict | None = None
-    files: dict | None = None
-    text_columns: list[str] | None = None
-    label_column: str | None = None
-    tokens_column: str = "tokens"
-    tags_column: str = "ner_tags"
-    train_dev: bool = False
-    skip_malformed: bool = False  # GLUE dirs: skip (and count) lines with a wrong column count
-    main_metric: str | None = None
+    name: str = _spec_field(doc="the task's name (in task.json and the tables); the workflow sets its tasks key")
+    source: str = _spec_field(doc="where the task comes from: " + ", ".join(SOURCES))
+    type: str | None = _spec_field(doc="the task type (" + ", ".join(TASK_TYPES) + "): required for `files`; "
+                                       "GLUE and NER sources imply it")
+    glue_task: str | None = _spec_field(doc="glue_hub, glue_dir: one of " + ", ".join(GLUE_TASKS))
+    path: str | None = _spec_field(doc="glue_dir, bio_ner_dir: the task dir (GLUE layout: train.tsv, dev*.tsv, "
+                                       "optional test*.tsv; BioBERT layout: train.tsv or train_dev.tsv, devel.tsv "
+                                       "or dev.tsv, optional test.tsv)")
+    hub: dict | None = _spec_field(doc="glue_hub, hub_ner: {name: <hub dataset>, config: <config>} "
+                                       "(glue_hub default: nyu-mll/glue and the glue_task)")
+    files: dict | None = _spec_field(doc="files: {train: FILE, dev: FILE, test: FILE} (train required; split names "
+                                         "start with train/dev/test, e.g. dev_matched); .csv, .tsv (header row) or "
+                                         ".jsonl/.json (one object per line), by extension")
+    text_columns: list[str] | None = _spec_field(doc="files: the text column(s): one for single and token (a JSON "
+                                                     "list of words), two for pair, one or two for regression")
+    label_column: str | None = _spec_field(doc="files: the label column: a class name (single, pair), a number "
+                                               "(regression), a JSON list of tags (token); a test file may lack it")
+    tokens_column: str = _spec_field("tokens", "hub_ner: the column of token lists")
+    tags_column: str = _spec_field("ner_tags", "hub_ner: the column of tag ids (a Sequence of ClassLabel)")
+    train_dev: bool = _spec_field(False, "bio_ner_dir: train on train_dev.tsv (train + devel; dev scores are then "
+                                         "optimistic)")
+    skip_malformed: bool = _spec_field(False, "glue_dir: skip (and count) lines with a wrong column count instead "
+                                              "of failing")
+    main_metric: str | None = _spec_field(doc="the metric that picks the lr and fills the table; default: the "
+                                              "GLUE table's or the task type's")
     base_dir: str = "."
     origin: str = "<task spec>"
 
@@ -134,8 +150,18 @@ class TaskSpec:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
-_SPEC_FIELDS = {"name", "source", "type", "glue_task", "path", "hub", "files", "text_columns", "label_column",
-                "tokens_column", "tags_column", "train_dev", "skip_malformed", "main_metric"}
+_SPEC_FIELDS = {f.name for f in fields(TaskSpec) if "doc" in f.metadata}
+
+
+def describe_spec_fields(indent: int = 2) -> str:
+    """The spec fields, their defaults and docs (for `prepare-task --help` and the docs)."""
+    lines = []
+    for f in fields(TaskSpec):
+        if "doc" in f.metadata:
+            default = "<required>" if f.name in ("name", "source") else "null" if f.default is None else \
+                str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+            lines.append(f"{' ' * indent}{f.name}: {default}  # {f.metadata['doc']}")
+    return "\n".join(lines)
 
 
 def parse_task_spec(data: dict, origin: str = "<task spec>", base_dir: str | Path = ".") -> TaskSpec:
@@ -649,7 +675,10 @@ def load_task(path: str | Path) -> Task:
 # CLI: minialbert prepare-task --spec FILE --output DIR
 # --------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", required=True, help="task spec file (YAML or JSON)")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ("task spec fields (YAML or JSON; relative paths are relative to the spec file's directory):\n"
+                     + describe_spec_fields(indent=2))
+    parser.add_argument("--spec", required=True, help="task spec file (YAML or JSON; fields below)")
     parser.add_argument("--output", required=True, help="prepared task dir to write")
 
 
