@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Iterable
 
 from minialbert.task_types import TASK_TYPES, TaskType, task_type
-from minialbert.utils import ConfigError, atomic_directory, iter_jsonl, load_yaml, read_json, write_json_atomic
+from minialbert.utils import (ConfigError, atomic_directory, did_you_mean, iter_jsonl, load_yaml, read_json,
+                              write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ def parse_task_spec(data: dict, origin: str = "<task spec>", base_dir: str | Pat
         raise ConfigError(f"{origin}: expected a mapping, got {type(data).__name__}")
     unknown = set(data) - _SPEC_FIELDS
     if unknown:
-        raise ConfigError(f"{origin}: unknown field(s) {sorted(unknown)}; expected some of {sorted(_SPEC_FIELDS)}")
+        raise ConfigError(f"{origin}: unknown field(s) {sorted(unknown)}; expected some of {sorted(_SPEC_FIELDS)}"
+                          f"{did_you_mean(sorted(unknown)[0], _SPEC_FIELDS)}")
     for key in ("name", "source"):
         if not data.get(key):
             raise ConfigError(f"{origin}: field '{key}' is required")

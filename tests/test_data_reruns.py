@@ -169,3 +169,15 @@ def test_hub_sources_declare_no_files():
     config["corpora"]["wiki"] = {"source": "hub", "hub": {"name": "wikimedia/wikipedia", "config": "20231101.en"}}
     plan = load_plan(config, SCHEMA)
     assert plan.task_inputs("t") == [] and plan.corpus_inputs("wiki") == []
+
+
+def test_a_local_dataset_dir_read_as_a_hub_corpus_declares_its_files(tmp_path):
+    dump = tmp_path / "wikipedia"
+    (dump / "20231101.en").mkdir(parents=True)
+    (dump / ".cache").mkdir()
+    for name in ("README.md", "20231101.en/train-00000-of-00001.parquet", ".cache/lock"):
+        (dump / name).write_text("x")
+    config = yaml.safe_load(TINY.read_text())
+    config["corpora"]["wiki"] = {"source": "hub", "hub": {"name": str(dump), "config": "20231101.en"}}
+    plan = load_plan(config, SCHEMA)
+    assert plan.corpus_inputs("wiki") == [str(dump / "README.md"), str(dump / "20231101.en/train-00000-of-00001.parquet")]

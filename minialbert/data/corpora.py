@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from minialbert.utils import ConfigError, atomic_directory, iter_jsonl, load_yaml, read_json
+from minialbert.utils import ConfigError, atomic_directory, did_you_mean, iter_jsonl, load_yaml, read_json
 
 SOURCE_TYPES = ("hub", "files", "demo")
 FILE_FORMATS = ("text", "jsonl", "csv", "parquet")
@@ -72,7 +72,8 @@ def validate_source(spec: dict, where: str = "corpus source") -> dict:
     unknown = sorted(set(spec) - _ALLOWED_KEYS[kind])
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} for a `{kind}` source "
-                          f"(allowed: {', '.join(sorted(_ALLOWED_KEYS[kind]))})")
+                          f"(allowed: {', '.join(sorted(_ALLOWED_KEYS[kind]))})"
+                          f"{did_you_mean(unknown[0], _ALLOWED_KEYS[kind])}")
     spec = dict(spec)
     limit = spec.setdefault("max_documents", None)
     if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -133,8 +134,10 @@ def input_files(spec: dict) -> list[Path]:
                  for p in (sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern])]
     elif spec["type"] == "hub" and os.path.isdir(os.path.expanduser(spec["name"])):
         root = os.path.expanduser(spec["name"])
-        paths = sorted(os.path.join(d, f) for d, dirs, files in os.walk(root) for f in files
-                       if not any(part.startswith(".") for part in os.path.relpath(os.path.join(d, f), root).split(os.sep)))
+        paths = []
+        for d, dirs, files in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if not x.startswith("."))  # not .cache, .git
+            paths += [os.path.join(d, f) for f in sorted(files) if not f.startswith(".")]
     else:
         return []
     return [Path(p) for p in dict.fromkeys(paths) if os.path.isfile(p)]
