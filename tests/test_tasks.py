@@ -389,3 +389,22 @@ def test_load_task_accepts_spec_file(tmp_path):
     assert load_task(tmp_path / "cola.yaml").labels == ["unacceptable", "acceptable"]
     prepare_task(tmp_path / "cola.yaml", tmp_path / "p")
     assert load_task(tmp_path / "p").splits["train"]["label"] == [1, 0, 1]
+
+
+def test_prepare_task_help_lists_every_spec_field(capsys):
+    """`minialbert prepare-task --help` lists the spec fields from their one declaration (TaskSpec)."""
+    import dataclasses
+
+    from minialbert.cli import main
+    from minialbert.tasks import TaskSpec
+
+    with pytest.raises(SystemExit):
+        main(["prepare-task", "--help"])
+    out = capsys.readouterr().out
+    documented = [f.name for f in dataclasses.fields(TaskSpec) if f.metadata.get("doc")]
+    assert set(documented) == {"name", "source", "type", "glue_task", "path", "hub", "files", "text_columns",
+                               "label_column", "tokens_column", "tags_column", "train_dev", "skip_malformed",
+                               "main_metric"}
+    for name in documented:
+        assert f"\n  {name}: " in out
+    assert "  text_columns: null  # files: the text column(s)" in out
