@@ -143,3 +143,12 @@ def test_a_local_teachers_config_json_is_checked_too(tmp_path):
     with pytest.raises(ConfigError, match=r"students.student-a.loss.layer_map: layer map \[0, 4\]: entry 4 is not a "
                                           r"teacher layer index in 0..3"):
         load_plan(config, SCHEMA)
+
+
+def test_a_misspelt_name_gets_a_hint():
+    message = error(lambda c: c["students"]["minialbert-adapter"].update(teacher="teachr"))
+    assert "config key students.minialbert-adapter.teacher: 'teachr' is not a teachers entry, did you mean " \
+           "'teacher'?" in message
+    message = error(lambda c: c["finetune"].update(models=["minialbert-adaptor"]))
+    assert "config key finetune.models[0]: 'minialbert-adaptor' is not a teachers, students or baselines entry, " \
+           "did you mean 'minialbert-adapter'?" in message

@@ -312,16 +312,19 @@ class Plan:
             elif source == "local":
                 self._check_path(problems, f"{key}.path", self.expand_path(e["path"]))
             elif source == "train" and e["corpus"] not in c["corpora"]:
-                problems.fail(f"{key}.corpus", f"'{e['corpus']}' is not a corpora entry")
+                problems.fail(f"{key}.corpus", f"'{e['corpus']}' is not a corpora entry"
+                                               f"{did_you_mean(e['corpus'], c['corpora'])}")
         for name, e in c["windows"].items():
             for fld, table in (("corpus", "corpora"), ("tokenizer", "tokenizers")):
                 if e[fld] not in c[table]:
-                    problems.fail(f"windows.{name}.{fld}", f"'{e[fld]}' is not a {table} entry")
+                    problems.fail(f"windows.{name}.{fld}", f"'{e[fld]}' is not a {table} entry"
+                                                           f"{did_you_mean(e[fld], c[table])}")
         for kind in ("teachers", "students"):
             for name, e in c[kind].items():
                 for fld, table in (("windows", "windows"), ("tokenizer", "tokenizers")):
                     if fld in e and e[fld] not in c[table]:
-                        problems.fail(f"{kind}.{name}.{fld}", f"'{e[fld]}' is not a {table} entry")
+                        problems.fail(f"{kind}.{name}.{fld}", f"'{e[fld]}' is not a {table} entry"
+                                                              f"{did_you_mean(e[fld], c[table])}")
         for name, e in c["students"].items():
             ref = (e.get("student") or {}).get("embeddings_from")
             named = any(ref in c[k] for k in ("teachers", "baselines", "students"))
@@ -495,7 +498,8 @@ class Plan:
         key = f"students.{name}"
         teacher = self.models.get(entry["teacher"])
         if teacher is None or teacher.kind != "teacher":
-            problems.fail(f"{key}.teacher", f"'{entry['teacher']}' is not a teachers entry")
+            problems.fail(f"{key}.teacher", f"'{entry['teacher']}' is not a teachers entry"
+                                            f"{did_you_mean(entry['teacher'], self.config['teachers'])}")
             return None
         command = self.distill_command(name)
         distill = problems.section(DistillConfig, command, key)
@@ -533,7 +537,8 @@ class Plan:
             names = list(self.models)
         for i, n in enumerate(names):
             if n not in self.models:
-                problems.fail(f"finetune.models[{i}]", f"'{n}' is not a teachers, students or baselines entry")
+                problems.fail(f"finetune.models[{i}]", f"'{n}' is not a teachers, students or baselines entry"
+                                                       f"{did_you_mean(n, self.models)}")
         models = [self.models[n] for n in names if n in self.models]
         modes = list(dict.fromkeys(m for model in models for m in model.modes))
         # each section alone first, so that an error is reported once, at the key where it is written
