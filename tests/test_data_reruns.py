@@ -181,3 +181,15 @@ def test_a_local_dataset_dir_read_as_a_hub_corpus_declares_its_files(tmp_path):
     config["corpora"]["wiki"] = {"source": "hub", "hub": {"name": str(dump), "config": "20231101.en"}}
     plan = load_plan(config, SCHEMA)
     assert plan.corpus_inputs("wiki") == [str(dump / "README.md"), str(dump / "20231101.en/train-00000-of-00001.parquet")]
+
+
+def test_an_authors_checkpoint_dir_declares_its_files(tmp_path):
+    for name in ("config.json", "pytorch_model.bin", "vocab.txt"):
+        (tmp_path / name).write_text("x")
+    config = yaml.safe_load(TINY.read_text())
+    config["baselines"]["authors"] = {"source": "authors", "path": str(tmp_path)}
+    config["baselines"]["authors-hub"] = {"source": "authors", "name": "nlpie/miniALBERT-128"}
+    plan = load_plan(config, SCHEMA)
+    assert plan.import_inputs("authors") == [str(tmp_path / n) for n in ("config.json", "pytorch_model.bin",
+                                                                          "vocab.txt")]
+    assert plan.import_inputs("authors-hub") == []

@@ -672,6 +672,12 @@ class Plan:
         entry = self._entry(name)
         return {"name": entry["name"], "revision": entry.get("revision")}
 
+    def import_inputs(self, name: str) -> list[str]:
+        """The files of an authors' checkpoint read from a local dir (none for a hub name); for
+        the `input:` of rule import_authors_checkpoint."""
+        entry = self.config["baselines"][name]
+        return model_dir_files(self.expand_path(entry["path"])) if "path" in entry else []
+
     def import_job(self, name: str) -> dict:
         entry = self.config["baselines"][name]
         return {"source": self.expand_path(entry["path"]) if "path" in entry else entry["name"],
