@@ -10,6 +10,10 @@ exactly the settings that determine its output, including the identity (a hash o
 resolved config chain) of every upstream artefact it reads. Snakemake's params rerun trigger
 then reruns a job iff its own config or an upstream config changed. Library code is
 deliberately not an input: after changing it, rerun what you mean to with `--forcerun RULE`.
+A job's inputs (the `*_inputs` methods) are the upstream outputs and the local files it reads
+(a task's files, a corpus's files, the files of a local model or tokenizer dir, never a dir:
+Snakemake compares a dir's mtime, which editing a file inside leaves alone), so editing a data
+file reruns its dependants through the mtime trigger.
 
 Command sections (`student`, `loss`, `training`, a teacher's `model`, a task's `finetune`,
 `report.efficiency`, a windows or tokenizer entry's settings) are validated here by the
