@@ -193,3 +193,25 @@ def test_the_student_zoo_reuses_the_demo_upstream_and_shared_students():
     assert designs <= set(zoo.models) and not designs & set(demo.models)
     assert zoo.summary_dir == "results/summary/student-zoo" and demo.summary_dir == "results/summary"
     assert {m for m, *_ in zoo.runs} == designs | {"teacher", "minialbert-adapter", "no-distillation"}
+
+
+def test_save_model_reaches_only_the_runs_that_keep_their_model():
+    from minialbert.command_configs import FinetuneConfig
+
+    default = plan()
+    assert all("save_model" not in run for run in default.runs.values())  # existing job configs unchanged
+    config = copy.deepcopy(TINY)
+    config["tasks"]["sst2"]["finetune"] = {"save_model": {"adapter": True}}
+    kept = plan(config)
+    for key, run in kept.runs.items():
+        if key[1] == "sst2" and key[2] == "adapter":
+            assert run["save_model"] is True
+            command = kept.finetune_job(*key)["command"]
+            assert FinetuneConfig.from_dict({**command, "output": "x"}).save_model is True
+        else:
+            assert run == default.runs[key]
+    config["finetune"]["save_model"] = True
+    assert all(run.get("save_model") is True for run in plan(config).runs.values())
+    config["finetune"]["save_model"] = "yes"
+    with pytest.raises(ConfigError, match="finetune.save_model"):
+        plan(config)

@@ -56,7 +56,9 @@ MODES = ("full", "adapter")
 # keys of a model entry that only affect its fine-tuning runs and the tables, not the model
 FINETUNE_ONLY_KEYS = ("label", "modes", "finetune_epochs_factor")
 # keys of the workflow's `finetune:` sections that are not settings of one run
-FINETUNE_WORKFLOW_KEYS = ("models", "modes", "lr", "seeds")
+# keys of a `finetune:` section that the workflow reads itself (the rest are FinetuneSettings);
+# save_model reaches a run's command only when true, so that it is a rerun only for those runs
+FINETUNE_WORKFLOW_KEYS = ("models", "modes", "lr", "seeds", "save_model")
 TOKENIZER_WORKFLOW_KEYS = ("source", "name", "model", "path", "corpus")
 WINDOWS_WORKFLOW_KEYS = ("corpus", "tokenizer")
 # old keys of the workflow config -> what to write instead
@@ -563,18 +565,20 @@ class Plan:
                 section = problems.section(FinetuneSettings, self._settings(raw, FINETUNE_WORKFLOW_KEYS),
                                            f"{key} ({mode} mode)" if per_mode else key,
                                            also_allowed=FINETUNE_WORKFLOW_KEYS)
-                settings[task, mode] = (section, raw["lr"], raw["seeds"])
+                settings[task, mode] = (section, raw["lr"], raw["seeds"], bool(raw.get("save_model")))
         runs = {}
         for model in models:
             for task in self.config["tasks"]:
                 for mode in model.modes:
-                    section, grid, seeds = settings.get((task, mode), (None, [], []))
+                    section, grid, seeds, save_model = settings.get((task, mode), (None, [], [], False))
                     if section is None:
                         continue
                     for lr in grid:
                         for seed in seeds:
                             run = dict(section.to_dict(), lr=float(lr), seed=int(seed), mode=mode)
                             run["epochs"] = section.epochs * model.epochs_factor
+                            if save_model:  # the fine-tuned model kept in the run dir, as model/
+                                run["save_model"] = True
                             runs[(model.name, task, mode, lr_label(lr), str(seed))] = run
         return runs
 
