@@ -272,13 +272,10 @@ def job_counts(output: str) -> dict[str, int]:
     ],
 )
 def test_paper_configs_dry_run_offline(tmp_path, name, extra, expected):
-    start = time.monotonic()
     proc = snakemake(tmp_path, "--dry-run", "--quiet", "rules", *extra, config=REPO / "configs" / f"{name}.yaml")
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
     assert {k: counts.get(k) for k in expected} == expected
-    assert elapsed < 60, f"{name}: dry run took {elapsed:.1f} s"  # ~3-5 s on an idle 2-core machine
 
 
 def test_paper_bio_placeholder_paths_are_reported_until_edited(tmp_path):
