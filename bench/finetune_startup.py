@@ -6,7 +6,7 @@ metrics.json) is paid once per job. This bench builds the demo's student shape (
 weights) and the demo's SST-2 task in a temp dir and times, over --repeats interleaved runs:
 
 - the job as the workflow runs it: Snakemake's script for the rule (its preamble, which
-  unpickles the `snakemake` object, then workflow_scripts/run_job.py, log redirection
+  unpickles the `snakemake` object, then workflow_scripts/finetune.py, log redirection
   included), with the fork server warm (`workflow_job_seconds_median`), and with it turned off
   (MINIALBERT_FORKSERVER=0: the job imports everything itself, `workflow_job_in_process_seconds_median`);
   the first job, which starts the server, is timed once (`workflow_first_job_seconds`);
@@ -67,7 +67,7 @@ def build(root: Path) -> tuple[Path, Path]:
 
 def workflow_script(root: Path, model_dir: Path, task_dir: Path, mode: str) -> Path:
     """The script Snakemake runs for a finetune job: its preamble (as snakemake.script writes
-    it) with the job's `snakemake` object pickled in, then workflow_scripts/run_job.py."""
+    it) with the job's `snakemake` object pickled in, then the rule's workflow_scripts/finetune.py."""
     from snakemake import iocontainers as io
 
     command = {"model": str(model_dir), "task": str(task_dir), "mode": mode, "lr": 1e-3, "epochs": 0}
@@ -76,11 +76,11 @@ def workflow_script(root: Path, model_dir: Path, task_dir: Path, mode: str) -> P
                        io.Params(fromdict={"job_config": json.dumps({"command": command})}),
                        io.Wildcards(fromdict={}), 1, io.ResourceList(fromdict={"_cores": 1}),
                        io.Log([str(root / "logs" / "finetune.log")]), {}, "finetune", 0, str(REPO / "workflow_scripts"))
-    entry = REPO / "workflow_scripts" / "run_job.py"
+    entry = REPO / "workflow_scripts" / "finetune.py"
     preamble = (f"import sys; sys.path.extend({[str(REPO / 'workflow_scripts')]!r}); import pickle; "
                 f"snakemake = pickle.loads({pickle.dumps(job, protocol=4)!r}); from snakemake.logging import logger; "
                 f"from snakemake.iocontainers import Snakemake; __file__ = {str(entry)!r};\n")
-    script = root / "run_job.py"
+    script = root / "finetune.py"
     script.write_text(preamble + entry.read_text())
     return script
 

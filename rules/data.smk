@@ -12,7 +12,7 @@ rule make_demo:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/make_demo.py"
 
 
 rule ingest_corpus:
@@ -30,7 +30,7 @@ rule ingest_corpus:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/ingest_corpus.py"
 
 
 rule train_tokenizer:
@@ -46,7 +46,7 @@ rule train_tokenizer:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/train_tokenizer.py"
 
 
 rule make_windows:
@@ -64,7 +64,7 @@ rule make_windows:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/make_windows.py"
 
 
 rule prepare_task:
@@ -80,4 +80,4 @@ rule prepare_task:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/prepare_task.py"

@@ -20,4 +20,4 @@ rule distill:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/distill.py"

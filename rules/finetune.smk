@@ -1,4 +1,5 @@
-# Fine-tuning: one job per model x task x mode x learning rate x seed.
+# Fine-tuning: one job per model x task x mode x learning rate x seed. Its script runs each job
+# in a fork of the pre-imported fork server when run locally (minialbert.workflow.launch).
 
 
 rule finetune:
@@ -17,4 +18,4 @@ rule finetune:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/finetune.py"

@@ -8,6 +8,7 @@ SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in ("runs.csv", "summary.csv", "
                                                       "score_vs_params.png", "task_scores.png", "loss_curves.png")]
 
 
+# like finetune, its script runs the job in a fork of the fork server when run locally
 rule efficiency:
     input:
         model_inputs,
@@ -21,7 +22,7 @@ rule efficiency:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/efficiency.py"
 
 
 rule aggregate:
@@ -45,4 +46,4 @@ rule aggregate:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/aggregate.py"

@@ -32,7 +32,7 @@ rule pretrain_teacher:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/pretrain_teacher.py"
 
 
 rule init_scratch:
@@ -50,7 +50,7 @@ rule init_scratch:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/init_scratch.py"
 
 
 rule download_model:
@@ -67,7 +67,7 @@ rule download_model:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/download_model.py"
 
 
 rule import_authors_checkpoint:
@@ -83,4 +83,4 @@ rule import_authors_checkpoint:
     conda:
         SOFTWARE_ENV
     script:
-        "../workflow_scripts/run_job.py"
+        "../workflow_scripts/import_authors_checkpoint.py"

@@ -5,10 +5,11 @@ Runs the tiny workflow through profiles/slurm-local with longer distillations an
      one at a time): one srun task, one torchrun with --nproc_per_node = the job's `gpu`, that
      many worker processes;
   2. scancels that job after its first checkpoint: Snakemake must notice within a minute and
-     resubmit, and the new attempt's log must say it resumed from a checkpoint;
+     resubmit, and the new attempt must resume at the student's latest checkpoint when the job
+     was stopped (the one written on SIGTERM, if any);
   3. `scontrol requeue`s the other student's distill job after its first checkpoint (same job id, resumes),
      then lowers that job's time limit to 1 min: SLURM kills it (TIMEOUT), Snakemake resubmits,
-     and the next attempt resumes again;
+     and the next attempt resumes again; each time at the latest checkpoint when the job stopped;
 then the workflow must finish with all outputs. Finally it edits student-b and checks that exactly
 that student's jobs are submitted. Prints one summary line; exit status 1 on any failure.
 """
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -127,6 +129,30 @@ def checkpoints(workdir: Path, student: str) -> list[int]:
             if (c / "meta.json").is_file():
                 steps.append(int(c.name.split("-")[1]))
     return sorted(steps)
+
+
+class StopWatch(threading.Thread):
+    """Watches SLURM job `jobid` from just before it is stopped: `step` is `student`'s latest
+    checkpoint once the job has no process left (so including the one training writes on
+    SIGTERM), the step at which its next run must resume. Read at once, before a new run can
+    start and checkpoint (it needs the stopped job's CPUs; a requeued job is held ~2 min)."""
+
+    def __init__(self, workdir: Path, student: str, jobid: str):
+        super().__init__(daemon=True)
+        self.workdir, self.student, self.jobid = workdir, student, jobid
+        self.step: int | None = None
+        check(job_processes(jobid), f"job {jobid} has no process to watch")
+        self.start()
+
+    def run(self) -> None:
+        while job_processes(self.jobid):
+            time.sleep(0.2)
+        self.step = checkpoints(self.workdir, self.student)[-1]
+
+    def stopped_at(self, timeout: float = 300) -> int:
+        self.join(timeout)
+        check(self.step is not None, f"job {self.jobid} still has processes {timeout:.0f}s after it was stopped")
+        return self.step
 
 
 def job_processes(jobid: str) -> list[tuple[int, list[str], dict[str, str]]]:
@@ -270,6 +296,7 @@ def main() -> int:
           f"job {a1}: TimeLimit {tl}, expected the profile's runtime {runtime_min} min")
     ckpt_before = checkpoints(workdir, sa)[-1]
     age = job_state(a1).get("RunTime", "?")
+    stop_a = StopWatch(workdir, sa, a1)
     sh("scancel", a1)
     t0 = time.monotonic()
     say(f"scancel {a1} (latest checkpoint: step {ckpt_before})")
@@ -289,8 +316,10 @@ def main() -> int:
     # 3: the other distillation: requeue, then a runtime-limit kill of the same job
     b1 = run.wait(f"{sb}'s distill job to run and checkpoint", running_job(sb), timeout=900, poll=0.5)
     ckpt_b = checkpoints(workdir, sb)[-1]
+    stop_b_requeue = StopWatch(workdir, sb, b1)
     sh("scontrol", "requeue", b1)
     say(f"scontrol requeue {b1} (latest checkpoint: step {ckpt_b})")
+    say(f"{sb}: latest checkpoint when job {b1} stopped: step {stop_b_requeue.stopped_at()}")
     run.wait(f"job {b1} to run again after the requeue",
              lambda: job_state(b1).get("JobState") == "RUNNING" and job_state(b1).get("Restarts") == "1",
              # SLURM holds a requeued job ~2 min, then it waits for the node: the other student's
@@ -301,6 +330,7 @@ def main() -> int:
              log_b.read_text(errors="replace"), timeout=180)
     check(run.jobs_of("distill", sb) == [b1], f"the requeue made Snakemake submit {sb} again: "
           f"{run.jobs_of('distill', sb)}")
+    stop_b_timeout = StopWatch(workdir, sb, b1)
     sh("scontrol", "update", f"JobId={b1}", "TimeLimit=1")
     say(f"time limit of {b1} lowered to 1 min")
     t_limit = time.monotonic()
@@ -358,10 +388,18 @@ def main() -> int:
     check(len(runs_a1) == 1 and len(runs_a2) == 1 and len(runs_b2) == 1 and len(runs_b1) == 2,
           f"per-attempt logs: {sa} {len(runs_a1)} of job {a1}, {len(runs_a2)} of {a2}; {sb} "
           f"{len(runs_b1)} of {b1} (expected 2: before and after the requeue), {len(runs_b2)} of {b2}")
-    step_a = resumed_step(runs_a2[0], f"{sa}, job {a2}")
-    check(step_a >= ckpt_before, f"{sa} resumed at step {step_a}, before the checkpoint {ckpt_before}")
-    step_b_requeue = resumed_step(runs_b1[1], f"{sb}, job {b1} after the requeue")
-    step_b_timeout = resumed_step(runs_b2[0], f"{sb}, job {b2} after the time limit")
+    def check_resumed(text: str, what: str, stopped: StopWatch, seen_before: int) -> int:
+        """The step a run resumed at, which must be the latest checkpoint when the job before it stopped."""
+        step, at_stop = resumed_step(text, what), stopped.stopped_at()
+        check(at_stop >= seen_before, f"{what}: checkpoint step {at_stop} when the job stopped, {seen_before} before")
+        check(step == at_stop, f"{what}: resumed at step {step}, but the latest checkpoint when the job stopped "
+              f"was step {at_stop}")
+        return step
+
+    step_a = check_resumed(runs_a2[0], f"{sa}, job {a2} after the scancel", stop_a, ckpt_before)
+    step_b_requeue = check_resumed(runs_b1[1], f"{sb}, job {b1} after the requeue", stop_b_requeue, ckpt_b)
+    step_b_timeout = check_resumed(runs_b2[0], f"{sb}, job {b2} after the time limit", stop_b_timeout,
+                                   stop_b_requeue.step)
     for text in runs_a1 + runs_a2 + runs_b1 + runs_b2:
         launches = len(re.findall(rf"torch\.distributed\.run --standalone --nproc_per_node={gpus} ", text))
         check(launches == 1, f"{launches} torchrun launches in the log headed {text.splitlines()[0]}")
@@ -390,9 +428,11 @@ def main() -> int:
     check(sacct_ids == {j for j, _, _ in subs2}, f"sacct lists {sorted(sacct_ids)} for run 2, the log {subs2}")
 
     rerun = ", ".join([f"{r}:{w}" if w else r for r, w in others] + ["4 x finetune:student-b_*"])
+    # "resumed at step N": N is also the latest checkpoint when the job was stopped (checked above)
     print(f"test-slurm: PASS | {len(subs0) + len(subs1)} sbatch jobs (26 + 2 resubmissions) | scancel {a1} ({sa}) at age {age}: noticed "
-          f"{notice:.0f}s, resubmitted {resubmit:.0f}s, resumed at step {step_a} | requeue {b1} ({sb}): same job, resumed at "
-          f"step {step_b_requeue} | time limit {b1}: TIMEOUT, resubmitted as {b2}, resumed at step {step_b_timeout} | "
+          f"{notice:.0f}s, resubmitted {resubmit:.0f}s, resumed at step {step_a} (its checkpoint at the stop) | requeue {b1} ({sb}): "
+          f"same job, resumed at step {step_b_requeue} (its checkpoint at the stop) | time limit {b1}: TIMEOUT, resubmitted as "
+          f"{b2}, resumed at step {step_b_timeout} (its checkpoint at the stop) | "
           f"launch: {facts['launch']} | rerun after editing student-b: {len(subs2)} jobs ({rerun}) | "
           f"{time.monotonic() - t_start:.0f}s", flush=True)
     if os.environ.get("SLURM_TEST_KEEP") != "1":

@@ -1,12 +1,14 @@
-"""The fork server: fine-tuning jobs run through the workflow's entry point
-(workflow_scripts/run_job.py) in a fork of it give what they give in-process; exit statuses,
-errors, stale code, a server that cannot start, concurrent jobs and killed clients.
+"""The fork server: fine-tuning jobs run through the rule's script (workflow_scripts/finetune.py)
+in a fork of it give what they give in-process; exit statuses, errors, stale code, a server that
+cannot start, concurrent jobs and killed clients; the server runs the target its client names,
+and the workflow's modules import one another without a cycle.
 
 Each test gets its own server dir (MINIALBERT_FORKSERVER_DIR), and its servers are terminated.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
@@ -29,7 +31,7 @@ from types import SimpleNamespace
 job = json.loads(sys.argv[1])
 snakemake = SimpleNamespace(rule="finetune", output=[job["output"]], threads=1, log=[job["log"]],
                             scriptdir=job["scriptdir"], params=SimpleNamespace(job_config=job["job_config"]))
-runpy.run_path(job["scriptdir"] + "/run_job.py", init_globals={"snakemake": snakemake}, run_name="__main__")
+runpy.run_path(job["scriptdir"] + "/finetune.py", init_globals={"snakemake": snakemake}, run_name="__main__")
 """
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server runs on Linux only")
@@ -78,7 +80,7 @@ def job_config(world: dict[str, Path], **overrides) -> str:
 
 
 def start_job(workdir: Path, config: str, name: str = "run", **env) -> subprocess.Popen:
-    """A fine-tuning job through the workflow's entry point, in `workdir`."""
+    """A fine-tuning job through the rule's script, in `workdir`."""
     job = {"output": str(workdir / name / "metrics.json"), "log": str(workdir / "logs" / f"{name}.log"),
            "scriptdir": str(REPO / "workflow_scripts"), "job_config": config}
     return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(job)], cwd=workdir,
@@ -203,6 +205,66 @@ def test_an_idle_server_exits_and_removes_its_files(server_dir, tmp_path):
 
 
 def test_the_job_entry_point_decides_without_importing_torch(server_dir):
-    code = ("import sys; import minialbert.workflow.jobs, minialbert.workflow.forkserver as f; f.fingerprint(); "
-            "f.Paths.for_workdir('.'); assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    code = ("import sys; import minialbert.workflow.launch, minialbert.workflow.forkserver as f; f.fingerprint(); "
+            "f.Paths.for_workdir('.'); assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+            "assert 'minialbert.workflow.jobs' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_server_runs_the_target_its_client_names(server_dir, tmp_path):
+    """The server knows no rule: it imports the "module:function" the client sends and calls it on the job."""
+    code = ("import sys; from types import SimpleNamespace as NS; from minialbert.workflow import forkserver; "
+            "job = NS(rule='any_rule', output=['out'], threads=1, params=NS(job_config='{}')); "
+            "status = forkserver.submit('builtins:print', job); assert status == 0, status")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert FORKED in proc.stdout
+    assert "namespace(rule='any_rule', output=['out'], threads=1, params=namespace(job_config='{}'))" in proc.stdout
+    assert "rule any_rule -> builtins:print" in (tmp_path / "logs" / "forkserver.log").read_text()
+
+
+def module_imports(package: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports, at the top or inside functions (relative imports resolved)."""
+    root = package.parent
+    names = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in package.rglob("*.py")}
+    graph = {}
+    for name, path in names.items():
+        base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module
+                if node.level:  # from .x import y: relative to this module's package
+                    module = ".".join(base[:len(base) - node.level + 1] + ([module] if module else []))
+                imported = [module] + [f"{module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for imp in imported:
+                while imp and imp not in names:
+                    imp = imp.rpartition(".")[0]
+                if imp and imp != name:
+                    found.add(imp)
+        graph[name] = found
+    return graph
+
+
+def test_the_workflow_modules_import_one_another_without_a_cycle():
+    """jobs, launch and forkserver (function-level imports included): the fork server imports its
+    target by name when a job runs, never the runners' module."""
+    graph = module_imports(REPO / "minialbert")
+    assert "minialbert.workflow.jobs" not in graph["minialbert.workflow.forkserver"]
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    for module in graph:
+        if module.startswith("minialbert.workflow"):
+            assert module not in reachable(module), f"{module} is on an import cycle"

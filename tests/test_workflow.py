@@ -1,5 +1,5 @@
 """The Snakemake workflow: end to end on a tiny config, rerun-only-what-changed, config errors,
-lint and the paper configs' dry runs.
+lint, the paper configs' dry runs, and what each rule (and profile) names exists.
 
 The end-to-end run (tests/workflow_tiny.yaml, about a minute on 2 cores) is shared by the
 rerun tests, which edit its config and check which jobs a dry run would schedule.
@@ -7,7 +7,9 @@ rerun tests, which edit its config and check which jobs a dry run would schedule
 
 from __future__ import annotations
 
+import ast
 import copy
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -272,16 +274,73 @@ def job_counts(output: str) -> dict[str, int]:
     ],
 )
 def test_paper_configs_dry_run_offline(tmp_path, name, extra, expected):
-    start = time.monotonic()
     proc = snakemake(tmp_path, "--dry-run", "--quiet", "rules", *extra, config=REPO / "configs" / f"{name}.yaml")
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
     assert {k: counts.get(k) for k in expected} == expected
-    assert elapsed < 60, f"{name}: dry run took {elapsed:.1f} s"  # ~3-5 s on an idle 2-core machine
 
 
 def test_paper_bio_placeholder_paths_are_reported_until_edited(tmp_path):
     proc = snakemake(tmp_path, "--dry-run", config=REPO / "configs" / "paper-bio.yaml")
     assert proc.returncode != 0
     assert "config key tasks.ncbi-disease.spec.path: path '/path/to/datasets/NER/NCBI-disease'" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- what the rules name
+
+
+def rule_blocks() -> dict[str, str]:
+    """rule name -> its text, for every rule in rules/*.smk."""
+    blocks = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        parts = re.split(r"^(?:rule|checkpoint) (\w+):\n", smk.read_text(), flags=re.M)
+        for name, body in zip(parts[1::2], parts[2::2]):
+            assert name not in blocks, f"rule {name} defined twice"
+            blocks[name] = body.split("\n\n\n")[0]  # up to the next top-level statement
+    return blocks
+
+
+def runner_call(script: Path) -> ast.Call:
+    """The script's one call `run(snakemake, "<module>:<function>", ...)` (workflow_scripts/_common.py)."""
+    calls = [node for node in ast.walk(ast.parse(script.read_text())) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Name) and node.func.id == "run"]
+    assert len(calls) == 1, f"{script.name}: {len(calls)} calls of run(snakemake, target)"
+    return calls[0]
+
+
+def test_every_rule_names_a_script_and_a_runner_that_exist():
+    """A rule names what it runs: its script, which names its runner; a renamed or removed script
+    or runner fails here, not when a job runs."""
+    blocks = rule_blocks()
+    assert {"distill", "finetune", "efficiency", "aggregate"} <= set(blocks)
+    fork_server_rules = set()
+    for rule, body in blocks.items():
+        scripts = re.findall(r"^    script:\n        \"([^\"]+)\"$", body, flags=re.M)
+        assert len(scripts) == 1, f"rule {rule}: expected one script: directive, found {scripts}"
+        script = (REPO / "rules" / scripts[0]).resolve()
+        assert script.is_file(), f"rule {rule}: script {scripts[0]} does not exist"
+        call = runner_call(script)
+        target = call.args[1].value if len(call.args) == 2 and isinstance(call.args[1], ast.Constant) else None
+        assert isinstance(target, str), f"{script.name}: the runner is not named by a string literal"
+        try:
+            runner = pkgutil.resolve_name(target)  # as the job (or the fork server) resolves it
+        except (ImportError, AttributeError, ValueError) as e:
+            raise AssertionError(f"rule {rule}: {script.name} names {target!r}, which does not exist: {e}") from None
+        assert callable(runner), f"rule {rule}: {target} is not callable"
+        for kw in call.keywords:
+            assert kw.arg == "forkserver" and isinstance(kw.value, ast.Constant), f"{script.name}: {ast.unparse(kw)}"
+            if kw.value.value:
+                fork_server_rules.add(rule)
+    # a job run by the fork server gets only its rule, output, threads and job config
+    # (forkserver.describe): these rules' runners need nothing else
+    assert fork_server_rules == {"finetune", "efficiency"}
+
+
+def test_the_profiles_name_existing_rules():
+    """Per-rule settings of a renamed rule would silently stop applying."""
+    rules = set(rule_blocks()) | {"all"}
+    for config in sorted((REPO / "profiles").glob("*/config.yaml")):
+        profile = yaml.safe_load(config.read_text())
+        for key in ("set-threads", "set-resources"):
+            unknown = set(profile.get(key) or {}) - rules
+            assert not unknown, f"{config.relative_to(REPO)}: {key} names no rule: {sorted(unknown)}"

@@ -1,7 +1,9 @@
-"""Shared by the workflow scripts: log redirection and thread settings.
+"""Shared by the workflow scripts: log redirection, thread settings, and the launch of the
+runner a rule's script names.
 
 Snakemake runs each script as `python <copy of the script>` with a `snakemake` object
-injected; the scripts import this module from their own folder (snakemake.scriptdir).
+injected; the scripts import this module from their own folder (snakemake.scriptdir). One
+script per command, named like its rule: `run(snakemake, "<module>:<runner>")`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,15 @@ import glob
 import os
 import sys
 from pathlib import Path
+
+
+def run(snakemake, target: str, forkserver: bool = False) -> None:
+    """The job: its output to its log, then the runner `target` ("module:function") on it, in a
+    fork of the fork server if `forkserver` (see minialbert.workflow.launch)."""
+    start(snakemake)
+    from minialbert.workflow.launch import launch
+
+    launch(snakemake, target, forkserver=forkserver)
 
 
 def start(snakemake) -> None:

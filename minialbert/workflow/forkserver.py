@@ -2,16 +2,18 @@
 
 Why: a demo fine-tuning job spends ~4 s of its ~4.6 s importing torch, transformers and
 datasets before it does anything. The server imports them once; each job is then a fork of it,
-which starts with everything imported. The job still runs exactly what it runs in-process
-(`minialbert.workflow.jobs.run_in_process`), in the client's working directory, environment
-and log files.
+which starts with everything imported. The job still runs exactly what it runs in-process (the
+runner its client names, e.g. "minialbert.workflow.jobs:finetune"), in the client's working
+directory, environment and log files. The server knows no rule: the rules whose jobs come here
+say so in their scripts (workflow_scripts/, through `minialbert.workflow.launch`).
 
 Protocol, one Unix stream connection per job: the client sends a 4-byte length and a JSON
-request (its working directory, environment, code fingerprint and the job), its stdin, stdout
-and stderr travelling with the first bytes (SCM_RIGHTS). The server answers with JSON lines:
-`{"stale": true}` (it runs other code than the client's: it stops listening and exits once its
-jobs end), or `{"pid": N}` when the job's process is forked, then `{"status": S}`, the job's
-exit status (128 + signal number for a signal death, like a shell).
+request (its working directory, environment, code fingerprint, the target runner as
+"module:function" and the job), its stdin, stdout and stderr travelling with the first bytes
+(SCM_RIGHTS); the job's process imports the target and calls it on the job. The server answers
+with JSON lines: `{"stale": true}` (it runs other code than the client's: it stops listening and
+exits once its jobs end), or `{"pid": N}` when the job's process is forked, then
+`{"status": S}`, the job's exit status (128 + signal number for a signal death, like a shell).
 
 Lifetime: one server per working directory, Python and package, started detached by the first
 job that finds none (under a lock, so two jobs starting together start one server). It exits
@@ -32,6 +34,7 @@ import hashlib
 import importlib
 import json
 import os
+import pkgutil
 import selectors
 import signal
 import site
@@ -42,9 +45,9 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator, NamedTuple
 
-RULES = ("finetune", "efficiency")  # the rules whose jobs go through the server
 IDLE_SECONDS = 120
 START_TIMEOUT = 120  # seconds a client waits for the server it started to finish importing
 REQUEST_TIMEOUT = 10  # seconds the server waits for a connected client's request
@@ -156,14 +159,16 @@ def _stat_id(path: Path) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------------
 # Client: the workflow's job entry point
 # --------------------------------------------------------------------------------------------
-def submit(job: dict) -> int | None:
-    """Run `job` (see `minialbert.workflow.jobs.describe`) in a fork of the server for this
-    working directory, starting one if there is none; returns its exit status. None when the
-    server cannot take it: nothing ran, the caller runs the job itself (and this says why in
-    the job's log)."""
+def submit(target: str, job: Any) -> int | None:
+    """Run `target(job)` ("module:function", resolved by pkgutil.resolve_name; `job` a
+    `snakemake` object, of which the job's process gets `describe`'s parts) in a fork of the
+    server for this working directory, starting one if there is none; returns its exit status.
+    None when the server cannot take it: nothing ran, the caller runs the job itself (and this
+    says why in the job's log)."""
     try:
         paths = Paths.for_workdir(os.getcwd())
-        request = {"cwd": os.getcwd(), "env": dict(os.environ), "fingerprint": fingerprint(), "job": job}
+        request = {"cwd": os.getcwd(), "env": dict(os.environ), "fingerprint": fingerprint(), "target": target,
+                   "job": describe(job)}
         for _ in range(2):  # a stale server stops listening: the second try starts a fresh one
             status = _submit(_connect(paths.socket) or _start_server(paths), request)
             if status is not None:
@@ -172,6 +177,18 @@ def submit(job: dict) -> int | None:
     except (OSError, ValueError, ForkServerError) as e:
         print(f"[workflow] fork server unavailable ({type(e).__name__}: {e}); running in this process", flush=True)
         return None
+
+
+def describe(job: Any) -> dict:
+    """The parts of a `snakemake` object that a job run by the server gets, as JSON data."""
+    return {"rule": job.rule, "output": list(job.output), "threads": int(job.threads),
+            "job_config": job.params.job_config}
+
+
+def job_from_description(description: dict) -> SimpleNamespace:
+    """`describe`'s data back as an object that a runner takes like a `snakemake` object."""
+    return SimpleNamespace(rule=description["rule"], output=description["output"], threads=description["threads"],
+                           params=SimpleNamespace(job_config=description["job_config"]))
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -337,7 +354,7 @@ class Server:
         _reply(conn, {"pid": pid})
         self.jobs[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ)
-        log(f"job {pid}: rule {request['job']['rule']}, output {request['job']['output'][0]}")
+        log(f"job {pid}: rule {request['job']['rule']} -> {request['target']}, output {request['job']['output'][0]}")
 
     def _fork(self, conn: socket.socket, request: dict, fds: list[int]) -> int:
         sys.stdout.flush()  # or the job would write the server's buffered log lines again
@@ -449,10 +466,10 @@ def _exit_on_signal(signum: int, _frame: Any) -> None:
 
 
 def _run_job(request: dict, fds: list[int]) -> int:
-    """In the job's process: take over the client's stdio, directory and environment, then run
-    the job as the client would have run it; returns its exit status."""
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
+    """In the job's process: take over the client's stdio, directory and environment, then
+    import the target and run the job as the client would have run it; returns its exit status."""
+    for std_fd, fd in enumerate(fds):
+        os.dup2(fd, std_fd)
         os.close(fd)
     # sys.stdout/stderr stay the same objects on fds 1/2 (loggers hold them), line-buffered like the client's
     sys.stdout.reconfigure(line_buffering=True)
@@ -460,10 +477,8 @@ def _run_job(request: dict, fds: list[int]) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    from minialbert.workflow.jobs import job_from_description, run_in_process
-
     try:
-        run_in_process(job_from_description(request["job"]))
+        pkgutil.resolve_name(request["target"])(job_from_description(request["job"]))
         status = 0
     except SystemExit as e:
         status = _system_exit_status(e)

@@ -1,59 +1,83 @@
-"""What each rule's job runs: its job config (built by the plan) -> one command.
+"""What each rule runs: one runner per command, job config (built by the plan) -> the command.
 
-`workflow_scripts/run_job.py` calls `run_job(snakemake)` for every rule; the functions here
-turn the job config into the command's typed config and call the command in this process,
-except multi-GPU training, which is launched through torchrun, and, run locally, the short
-jobs of `forkserver.RULES`, which run in a fork of the pre-imported fork server
-(`minialbert.workflow.forkserver`) and fall back to this process if it cannot take them.
+A rule's script (workflow_scripts/<command>.py) names its runner here as "module:function" and
+hands it to `minialbert.workflow.launch`, which calls it in this process or, for the rules whose
+script says so, in a fork of the pre-imported fork server. A runner takes Snakemake's
+`snakemake` object (or anything with its rule, input, output, params, threads, resources);
+`@runner` gives it the parsed job config, logs it and turns a config error into exit status 2.
+Multi-GPU training is launched through torchrun.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from minialbert.utils import ConfigError, atomic_directory, write_json_atomic
 
 
-def _demo(job: Any, cfg: dict) -> None:
-    from minialbert.demo import DemoSizes, make_demo
+def runner(command: Callable[[Any, dict], None]) -> Callable[[Any], None]:
+    """`command(job, cfg)` as a rule's runner `f(job)`: cfg is the job's config (params.job_config),
+    printed to the job's log first; a config error exits with status 2 and the message, no traceback."""
 
-    demo = cfg["demo"]
-    make_demo(job.output[0], seed=demo.get("seed", 0), sizes=DemoSizes(**(demo.get("sizes") or {})))
+    @functools.wraps(command)
+    def run(job: Any) -> None:
+        cfg = json.loads(job.params.job_config)
+        print(f"[workflow] rule {job.rule}, job config:\n{json.dumps(cfg, indent=2, sort_keys=True)}", flush=True)
+        try:
+            command(job, cfg)
+        except ConfigError as e:
+            print(f"minialbert {job.rule}: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return run
 
 
-def _corpus(job: Any, cfg: dict) -> None:
-    from minialbert.data.corpora import ingest_corpus
+@runner
+def make_demo(job: Any, cfg: dict) -> None:
+    from minialbert import demo
+
+    settings = cfg["demo"]
+    demo.make_demo(job.output[0], seed=settings.get("seed", 0), sizes=demo.DemoSizes(**(settings.get("sizes") or {})))
+
+
+@runner
+def ingest_corpus(job: Any, cfg: dict) -> None:
+    from minialbert.data import corpora
     from minialbert.workflow.plan import corpus_source
 
-    ingest_corpus(corpus_source(cfg), job.output[0])
+    corpora.ingest_corpus(corpus_source(cfg), job.output[0])
 
 
-def _tokenizer(job: Any, cfg: dict) -> None:
+@runner
+def train_tokenizer(job: Any, cfg: dict) -> None:
     from minialbert.command_configs import TokenizerConfig
-    from minialbert.data.tokenizers import train_tokenizer
+    from minialbert.data import tokenizers
 
     settings = TokenizerConfig.from_dict({k: cfg[k] for k in ("vocab_size", "lowercase")})
-    train_tokenizer(cfg["corpus_dir"], job.output[0], vocab_size=settings.vocab_size, lowercase=settings.lowercase)
+    tokenizers.train_tokenizer(cfg["corpus_dir"], job.output[0], vocab_size=settings.vocab_size,
+                               lowercase=settings.lowercase)
 
 
-def _windows(job: Any, cfg: dict) -> None:
+@runner
+def make_windows(job: Any, cfg: dict) -> None:
     from minialbert.command_configs import WindowsConfig
-    from minialbert.data.windows import make_windows
+    from minialbert.data import windows
 
     s = WindowsConfig.from_dict({k: v for k, v in cfg.items() if k not in ("name", "corpus_dir", "tokenizer",
                                                                            "identity")})
-    make_windows(cfg["corpus_dir"], cfg["tokenizer"], job.output[0], s.max_length, s.stride,
+    windows.make_windows(cfg["corpus_dir"], cfg["tokenizer"], job.output[0], s.max_length, s.stride,
                  s.max_windows_per_document, s.seed, s.num_proc)
 
 
-def _task(job: Any, cfg: dict) -> None:
-    from minialbert.tasks import parse_task_spec, prepare_task
+@runner
+def prepare_task(job: Any, cfg: dict) -> None:
+    from minialbert import tasks
 
     spec = dict(cfg["spec"])  # config paths are relative to the working directory
     if isinstance(spec.get("path"), str):
@@ -61,7 +85,7 @@ def _task(job: Any, cfg: dict) -> None:
     if isinstance(spec.get("files"), dict):
         spec["files"] = {k: os.path.abspath(os.path.expanduser(v)) if isinstance(v, str) else v
                          for k, v in spec["files"].items()}
-    prepare_task(parse_task_spec(spec, origin=f"tasks.{spec.get('name')}.spec"), job.output[0])
+    tasks.prepare_task(tasks.parse_task_spec(spec, origin=f"tasks.{spec.get('name')}.spec"), job.output[0])
 
 
 def requested_gpus(resources: Any) -> int:
@@ -76,11 +100,20 @@ def requested_gpus(resources: Any) -> int:
     return 0
 
 
-def _train(job: Any, cfg: dict) -> None:
-    """distill / pretrain_teacher: in this process, or under torchrun with more than one GPU."""
+@runner
+def pretrain_teacher(job: Any, cfg: dict) -> None:
+    _train(job, cfg, "pretrain-teacher")
+
+
+@runner
+def distill(job: Any, cfg: dict) -> None:
+    _train(job, cfg, "distill")
+
+
+def _train(job: Any, cfg: dict, command: str) -> None:
+    """`minialbert <command>` (a training command): in this process, or under torchrun with more than one GPU."""
     import yaml
 
-    command = {"pretrain_teacher": "pretrain-teacher", "distill": "distill"}[job.rule]
     checkpoints = Path(cfg["command"]["training"]["checkpoint_dir"])
     checkpoints.parent.mkdir(parents=True, exist_ok=True)
     config_file = checkpoints.parent / f"{checkpoints.name}.yaml"
@@ -105,14 +138,16 @@ def _train(job: Any, cfg: dict) -> None:
         raise SystemExit(status)
 
 
-def _scratch(job: Any, cfg: dict) -> None:
+@runner
+def init_scratch(job: Any, cfg: dict) -> None:
+    import minialbert.distill
     from minialbert.command_configs import ScratchModelConfig
-    from minialbert.distill import init_scratch
 
-    init_scratch(ScratchModelConfig.from_dict(cfg["command"], key="init-scratch"), job.output[0])
+    minialbert.distill.init_scratch(ScratchModelConfig.from_dict(cfg["command"], key="init-scratch"), job.output[0])
 
 
-def _download(job: Any, cfg: dict) -> None:
+@runner
+def download_model(job: Any, cfg: dict) -> None:
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     kwargs = {"revision": cfg["revision"]} if cfg.get("revision") else {}
@@ -127,98 +162,46 @@ def _download(job: Any, cfg: dict) -> None:
         tokenizer.save_pretrained(tmp / "model")
 
 
-def _import(job: Any, cfg: dict) -> None:
-    from minialbert.convert import import_authors_checkpoint
+@runner
+def import_authors_checkpoint(job: Any, cfg: dict) -> None:
+    from minialbert import convert
 
     with atomic_directory(job.output[0]) as tmp:
-        import_authors_checkpoint(cfg["source"], tmp / "model")
+        convert.import_authors_checkpoint(cfg["source"], tmp / "model")
 
 
-def _finetune(job: Any, cfg: dict) -> None:
+@runner
+def finetune(job: Any, cfg: dict) -> None:
+    from minialbert import finetune as fine_tuning
     from minialbert.command_configs import FinetuneConfig
-    from minialbert.finetune import finetune
 
+    _set_torch_threads(job)
     config = FinetuneConfig.from_dict({**cfg["command"], "output": str(Path(job.output[0]).parent),
                                        "threads": max(1, int(job.threads))}, key="finetune")
-    finetune(config)
+    fine_tuning.finetune(config)
 
 
-def _efficiency(job: Any, cfg: dict) -> None:
+@runner
+def efficiency(job: Any, cfg: dict) -> None:
     from minialbert.command_configs import EfficiencyConfig
     from minialbert.report import measure_efficiency
 
+    _set_torch_threads(job)
     settings = EfficiencyConfig.from_dict(cfg["command"], key="report.efficiency")
     result = {"model": cfg["name"], **measure_efficiency(cfg["model_dir"], settings)}
     write_json_atomic(job.output[0], result)
 
 
-def _aggregate(job: Any, cfg: dict) -> None:
-    from minialbert.report import aggregate
+@runner
+def aggregate(job: Any, cfg: dict) -> None:
+    from minialbert import report
 
-    aggregate(run_files=list(job.input.runs), efficiency_files=list(job.input.efficiency),
-              output_dir=Path(job.output.table).parent, models=cfg["models"], tasks=cfg["tasks"],
-              train_logs=cfg["train_logs"])
+    report.aggregate(run_files=list(job.input.runs), efficiency_files=list(job.input.efficiency),
+                     output_dir=Path(job.output.table).parent, models=cfg["models"], tasks=cfg["tasks"],
+                     train_logs=cfg["train_logs"])
 
 
 def _set_torch_threads(job: Any) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(job.threads)))
-
-
-RUNNERS: dict[str, Callable[[Any, dict], None]] = {
-    "make_demo": _demo,
-    "ingest_corpus": _corpus,
-    "train_tokenizer": _tokenizer,
-    "make_windows": _windows,
-    "prepare_task": _task,
-    "pretrain_teacher": _train,
-    "distill": _train,
-    "init_scratch": _scratch,
-    "download_model": _download,
-    "import_authors_checkpoint": _import,
-    "finetune": _finetune,
-    "efficiency": _efficiency,
-    "aggregate": _aggregate,
-}
-
-
-def run_job(job: Any) -> None:
-    """Run the command of `job` (Snakemake's `snakemake` object): through the fork server for
-    its rules when it is enabled and can take the job, else in this process."""
-    from minialbert.workflow import forkserver
-
-    if job.rule in forkserver.RULES and forkserver.enabled():
-        status = forkserver.submit(describe(job))
-        if status is not None:
-            if status:
-                raise SystemExit(status)
-            return
-    run_in_process(job)
-
-
-def describe(job: Any) -> dict:
-    """The parts of a `snakemake` object that the fork server's rules use, as JSON data."""
-    return {"rule": job.rule, "output": list(job.output), "threads": int(job.threads),
-            "job_config": job.params.job_config}
-
-
-def job_from_description(description: dict) -> SimpleNamespace:
-    """`describe`'s data back as an object that `run_in_process` takes like a `snakemake` object."""
-    return SimpleNamespace(rule=description["rule"], output=description["output"], threads=description["threads"],
-                           params=SimpleNamespace(job_config=description["job_config"]))
-
-
-def run_in_process(job: Any) -> None:
-    """Run the command of `job` (Snakemake's `snakemake` object: rule, input, output, params,
-    threads, resources) in this process; a config error exits with status 2 and the message,
-    no traceback."""
-    cfg = json.loads(job.params.job_config)
-    print(f"[workflow] rule {job.rule}, job config:\n{json.dumps(cfg, indent=2, sort_keys=True)}", flush=True)
-    if job.rule in ("finetune", "efficiency"):
-        _set_torch_threads(job)
-    try:
-        RUNNERS[job.rule](job, cfg)
-    except ConfigError as e:
-        print(f"minialbert {job.rule}: error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None

@@ -1,0 +1,8 @@
+"""Rule finetune: one fine-tuning run, in a fork of the pre-imported fork server when it can take it."""
+
+import sys
+
+sys.path.insert(0, snakemake.scriptdir)  # noqa: F821 (injected by Snakemake)
+from _common import run  # noqa: E402
+
+run(snakemake, "minialbert.workflow.jobs:finetune", forkserver=True)  # noqa: F821

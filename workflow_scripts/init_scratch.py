@@ -1,0 +1,8 @@
+"""Rule init_scratch: a teacher's architecture saved untrained (a baseline)."""
+
+import sys
+
+sys.path.insert(0, snakemake.scriptdir)  # noqa: F821 (injected by Snakemake)
+from _common import run  # noqa: E402
+
+run(snakemake, "minialbert.workflow.jobs:init_scratch")  # noqa: F821
