@@ -5,10 +5,13 @@
 # `job_config`: the canonical JSON of what determines its output, upstream identities
 # included, so Snakemake's params trigger reruns exactly what a config edit changed.
 
+import sys
+
 from snakemake.exceptions import WorkflowError
 
 from minialbert.utils import ConfigError
 from minialbert.workflow.plan import DEMO_DIR, NAME_RE, job_config, load_plan, run_dir
+from minialbert.workflow.profile_check import check_profiles_in_use
 
 
 def build_plan(config, schema):
@@ -33,6 +36,10 @@ def inputs(method, field):
 
 
 SOFTWARE_ENV = "../envs/minialbert.yaml"  # relative to rules/, used with --sdm conda
+try:  # a cluster profile's unedited <placeholders> fail here, before anything is queued
+    check_profiles_in_use(sys.argv, os.environ, workflow.basedir)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 PLAN = build_plan(config, "schemas/config.schema.yaml")
 MODELS = PLAN.models
 

@@ -71,6 +71,8 @@ rule download_model:
 
 
 rule import_authors_checkpoint:
+    input:
+        inputs("import_inputs", "model"),
     output:
         directory("results/baselines/{model}"),
     params:

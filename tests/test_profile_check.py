@@ -46,3 +46,16 @@ def test_the_profiles_of_a_command_line(tmp_path):
     with pytest.raises(ConfigError, match="<your-account>"):
         check_profiles_in_use(["snakemake", "--workflow-profile", str(REPO / "profiles" / "slurm")], {}, basedir)
     check_profiles_in_use(["snakemake", "--workflow-profile", str(REPO / "profiles" / "slurm-local")], {}, basedir)
+
+
+def test_snakemake_refuses_the_unedited_profile_before_building_the_dag(tmp_path):
+    import subprocess
+    import sys
+
+    snakemake = Path(sys.executable).with_name("snakemake")
+    out = subprocess.run([str(snakemake), "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"),
+                          "--directory", str(tmp_path), "-s", str(REPO / "Snakefile")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "x-cluster.account: <your-account>" in out.stdout + out.stderr
+    assert "Job stats" not in out.stdout + out.stderr  # nothing planned, nothing queued

@@ -219,7 +219,7 @@ def test_unknown_top_level_key_fails(tmp_path):
 def test_wrong_type_fails_naming_the_key(tmp_path):
     config = tiny_config()
     config["finetune"]["seeds"] = [0, "one"]
-    assert "config key finetune.seeds[1]: 'one' is not of type 'integer'" in failing(tmp_path, config)
+    assert "config key finetune.seeds[1]: expected an integer, got 'one'" in failing(tmp_path, config)
 
 
 @pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
