@@ -39,23 +39,16 @@ def __getattr__(name: str):
 
 
 def register_auto_classes() -> None:
-    """Register model_type "minialbert" with AutoConfig and the AutoModel* classes (idempotent)."""
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
+    """Register model_type "minialbert" with AutoConfig, and each model class with the Auto class
+    that `minialbert.modeling.AUTO_CLASSES` names for it (idempotent)."""
+    import transformers
 
     from minialbert import modeling
 
     config = modeling.MiniAlbertConfig
-    AutoConfig.register("minialbert", config, exist_ok=True)
-    AutoModel.register(config, modeling.MiniAlbertModel, exist_ok=True)
-    AutoModelForMaskedLM.register(config, modeling.MiniAlbertForMaskedLM, exist_ok=True)
-    AutoModelForSequenceClassification.register(config, modeling.MiniAlbertForSequenceClassification, exist_ok=True)
-    AutoModelForTokenClassification.register(config, modeling.MiniAlbertForTokenClassification, exist_ok=True)
+    transformers.AutoConfig.register("minialbert", config, exist_ok=True)
+    for auto_class, model_class in modeling.AUTO_CLASSES.items():
+        getattr(transformers, auto_class).register(config, model_class, exist_ok=True)
 
 
 # Registration needs transformers' Auto classes and PreTrainedModel and minialbert.modeling

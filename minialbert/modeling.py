@@ -585,3 +585,14 @@ class MiniAlbertForTokenClassification(MiniAlbertWithClassifier):
 
     def compute_loss(self, logits, labels):
         return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+
+
+# The transformers Auto class of each model class: after `import minialbert`, e.g.
+# AutoModelForTokenClassification.from_pretrained(dir) loads a minialbert dir (a new head is
+# one class above and one line here).
+AUTO_CLASSES = {
+    "AutoModel": MiniAlbertModel,
+    "AutoModelForMaskedLM": MiniAlbertForMaskedLM,
+    "AutoModelForSequenceClassification": MiniAlbertForSequenceClassification,
+    "AutoModelForTokenClassification": MiniAlbertForTokenClassification,
+}

@@ -152,6 +152,8 @@ def test_adding_a_variant_adds_only_its_jobs(tiny_run):
     config = tiny_config()
     config["students"]["student-c"] = copy.deepcopy(config["students"]["student-a"])
     config["students"]["student-c"]["student"]["num_recursions"] = 3
+    # 3 recursions over the teacher's 2 layers need an explicit map (checked when the DAG is built)
+    config["students"]["student-c"]["loss"] = {"layer_map": [0, 1, 1]}
     expected = {("distill", "results/students/student-c"), ("efficiency", "results/efficiency/student-c.json")}
     assert scheduled(tiny_run, config) == expected | finetune_outputs(model="student-c", config=config) | AGGREGATE
 
