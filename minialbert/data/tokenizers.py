@@ -43,27 +43,51 @@ def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2):
-    """Train a BERT-style WordPiece tokenizer on `texts` and return it as a fast BERT tokenizer."""
+    """Train a BERT-style WordPiece tokenizer on `texts` (read twice: pass a re-iterable, such as
+    a list or a corpus column, to keep a large corpus out of memory) and return it as a fast BERT
+    tokenizer; the same texts give the same vocabulary, ids included, in any process."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizerFast
 
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ConfigError(f"vocab_size must be larger than the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    # The same normaliser/pre-tokeniser as BERT, so the vocabulary fits BertTokenizerFast's pipeline.
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##", show_progress=False,
-    )
-    tok.train_from_iterator(_batches(texts), trainer=trainer)
-    vocab = tok.get_vocab()
+    if iter(texts) is texts:  # a one-shot iterator: kept, for the second pass below
+        texts = list(texts)
+
+    def train(reserved: list[str]):
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        # The same normaliser/pre-tokeniser as BERT, so the vocabulary fits BertTokenizerFast's pipeline.
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[*SPECIAL_TOKENS, *reserved],
+            continuing_subword_prefix="##", show_progress=False,
+        )
+        tok.train_from_iterator(_batches(texts), trainer=trainer)
+        return tok.get_vocab()
+
+    # The trainer numbers the continuing-subword characters ("##e") in hash-map order, which
+    # changes from process to process, and breaks ties between merges of equal count by those
+    # numbers: the same corpus gave different vocabularies (huggingface/tokenizers#1794). So a
+    # first pass finds them, and the second numbers them in sorted order, before any merge.
+    first = train([])
+    continuing = sorted(t for t in first if t.startswith("##") and len(t) == 3)
+    vocab = train(continuing)
     if len(vocab) <= len(SPECIAL_TOKENS):
         raise ConfigError("tokenizer training: the corpus produced no vocabulary (is it empty?)")
     # Rebuilding from the vocabulary gives a standard BERT tokenizer (post-processor with
     # [CLS]/[SEP], token_type_ids, do_lower_case recorded in the config).
     return BertTokenizerFast(vocab=vocab, do_lower_case=lowercase, strip_accents=lowercase if lowercase else None)
+
+
+class CorpusText:
+    """The `text` column of a corpus dataset, iterable as often as needed, row by row."""
+
+    def __init__(self, corpus):
+        self.corpus = corpus
+
+    def __iter__(self) -> Iterator[str]:
+        return (row["text"] for row in self.corpus)
 
 
 def train_tokenizer(corpus_dir: str | Path, output: str | Path, vocab_size: int = 30522, lowercase: bool = True,
@@ -72,7 +96,7 @@ def train_tokenizer(corpus_dir: str | Path, output: str | Path, vocab_size: int 
     from minialbert.data.corpora import load_corpus
 
     corpus = load_corpus(corpus_dir)
-    tokenizer = train_wordpiece((row["text"] for row in corpus), vocab_size, lowercase, min_frequency)
+    tokenizer = train_wordpiece(CorpusText(corpus), vocab_size, lowercase, min_frequency)
     tokenizer.model_max_length = model_max_length
     with atomic_directory(output) as tmp:
         tokenizer.save_pretrained(tmp)
