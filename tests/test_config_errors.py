@@ -152,3 +152,21 @@ def test_a_misspelt_name_gets_a_hint():
     message = error(lambda c: c["finetune"].update(models=["minialbert-adaptor"]))
     assert "config key finetune.models[0]: 'minialbert-adaptor' is not a teachers, students or baselines entry, " \
            "did you mean 'minialbert-adapter'?" in message
+
+
+def test_snakemake_dry_run_refuses_a_student_that_cannot_fit_its_teacher(tmp_path):
+    """The same check through `snakemake -n` on the demo config: the error, and nothing planned."""
+    import subprocess
+    import sys
+
+    config = copy.deepcopy(DEMO)
+    config["students"]["minialbert-adapter"]["student"]["init_from_teacher"] = "average"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    out = subprocess.run([str(snakemake), "-n", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                          "--configfile", str(tmp_path / "config.yaml")], capture_output=True, text=True,
+                         timeout=300)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "Job stats" not in log
+    assert ("config key students.minialbert-adapter.student.embedding_size: init_from_teacher copies the teacher's "
+            "embeddings, so E must be the teacher's H (128); got 64 (leave it null)") in log
