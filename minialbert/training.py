@@ -239,8 +239,12 @@ def micro_batches(rows: TaggedRows, batches: ResumableBatches, collate: SeededML
     """Endless padded, masked batches on `device` from `state`'s data position on, advancing it as they are drawn."""
     while True:
         epoch_list = batches.epoch_batches(state.epoch, state.batch_in_epoch)
+        # Its own generator: a DataLoader iterator otherwise draws its base seed from the global
+        # RNG, one draw per new iterator, which a resume mid-epoch would add at another point of
+        # the stream than the uninterrupted run (dropout masks, and so losses, differed after it).
         loader = torch.utils.data.DataLoader(rows, batch_sampler=epoch_list, collate_fn=collate,
-                                             num_workers=num_workers, pin_memory=device.type == "cuda")
+                                             num_workers=num_workers, pin_memory=device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(state.epoch))
         for batch in loader:
             state.batch_in_epoch += 1
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
