@@ -46,8 +46,9 @@ Students that differ from the paper:
 - head count != teacher's: ATT compares head-averaged attention maps (one map per layer;
   rows are then counted once per query, not per head).
 
-The no-distillation baseline is `weights` with only `mlm > 0`: the teacher is not run at all
-and the returned dict holds only `mlm` and `total`. Otherwise every component is returned;
+The no-distillation baseline is `weights` with only `mlm > 0` (no weighted term reads the
+teacher): the teacher is not run at all and the returned dict holds only the terms that need
+none (`mlm`) and `total`. Otherwise every component is returned;
 those with weight 0 are computed without gradient (reported, not trained), except that a
 term needing a projection that was not created (weight 0, sizes differ) is left out.
 """
@@ -65,6 +66,7 @@ from minialbert.data.mlm import masked_positions_from_labels
 from minialbert.loss_terms import LOSS_TERMS, LossTerm, default_weights, needs_teacher
 from minialbert.modeling import MiniAlbertForMaskedLM
 from minialbert.recursions import check_layer_map, hidden_size, num_layers_and_heads
+
 
 # ----------------------------------------------------------------------------------------
 # configuration helpers
