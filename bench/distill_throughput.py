@@ -142,7 +142,7 @@ def main(argv=None):
     from minialbert.objective import DistillationModule
     from minialbert.recursions import uniform_layer_map
 
-    PAPER_WEIGHTS = default_weights()
+    paper_weights = default_weights()
 
     device = torch.device(args.device)
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda")
@@ -154,7 +154,7 @@ def main(argv=None):
     masked = int((batch["labels"] != -100).sum())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    engine = DistillationModule(student, teacher, layer_map=layer_map, weights=PAPER_WEIGHTS)
+    engine = DistillationModule(student, teacher, layer_map=layer_map, weights=paper_weights)
     opt = torch.optim.AdamW(engine.parameters(), lr=1e-5)
     student.train()
 
@@ -171,7 +171,7 @@ def main(argv=None):
     relaxed_step = None
     if args.lora_rank:
         relaxed_student = make_models(args, device, args.lora_rank)[1].train()
-        relaxed = DistillationModule(relaxed_student, teacher, layer_map=layer_map, weights=PAPER_WEIGHTS)
+        relaxed = DistillationModule(relaxed_student, teacher, layer_map=layer_map, weights=paper_weights)
         relaxed_step = training_step(relaxed, torch.optim.AdamW(relaxed.parameters(), lr=1e-5))
 
     naive_teacher = None
@@ -182,7 +182,7 @@ def main(argv=None):
 
     def naive_step():
         with autocast:
-            losses = naive_losses(student, naive_teacher, batch, layer_map, PAPER_WEIGHTS)
+            losses = naive_losses(student, naive_teacher, batch, layer_map, paper_weights)
         losses["total"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
