@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Iterable
 
@@ -151,13 +152,13 @@ class TaskSpec:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
-_SPEC_FIELDS = {f.name for f in fields(TaskSpec) if "doc" in f.metadata}
+_SPEC_FIELDS = {f.name for f in dataclass_fields(TaskSpec) if "doc" in f.metadata}
 
 
 def describe_spec_fields(indent: int = 2) -> str:
     """The spec fields, their defaults and docs (for `prepare-task --help` and the docs)."""
     lines = []
-    for f in fields(TaskSpec):
+    for f in dataclass_fields(TaskSpec):
         if "doc" in f.metadata:
             default = "<required>" if f.name in ("name", "source") else "null" if f.default is None else \
                 str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
