@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping, TypeVar
 
-from minialbert.loss_terms import LOSS_TERMS, default_weights
+from minialbert.loss_terms import LOSS_TERMS, default_weights, loss_config_error, resolve_terms
 from minialbert.recursions import RELAXATION_TARGETS
 from minialbert.utils import ConfigError, did_you_mean, shown_value
 
@@ -453,8 +453,6 @@ def check_student(cfg: "DistillConfig", teacher_config: Any) -> None:
     the resolved sizes, the layer shape when teacher layers are copied, the student's own shape
     (heads and the LoRA rank against its width), the layer map and each weighted loss term's
     settings (`Objective.resolve` calls the same functions). ConfigError names the key."""
-    from minialbert.recursions import check_layer_map
-
     student = types.SimpleNamespace(**student_model_settings(cfg.student, teacher_config))
     key = teacher_layers_key(cfg.student)
     if key is not None:
@@ -465,18 +463,10 @@ def check_student(cfg: "DistillConfig", teacher_config: Any) -> None:
     if student.lora_rank > student.hidden_size:
         raise ConfigError(f"student.relaxation.lora_rank: expected at most the student's hidden_size "
                           f"({student.hidden_size}), got {student.lora_rank}")
-    weights = cfg.loss.weights.to_dict()
     try:
-        check_layer_map(cfg.loss.layer_map, student.num_hidden_layers, teacher_config.num_hidden_layers)
+        resolve_terms(cfg.loss.weights.to_dict(), student, teacher_config, cfg.loss.layer_map, cfg.loss.to_dict())
     except ValueError as e:
-        raise ConfigError(f"loss.layer_map: {e}") from None
-    options = cfg.loss.to_dict()
-    for name, term in LOSS_TERMS.items():
-        if term.resolve is not None and weights[name] > 0:
-            try:
-                term.resolve(dict(options.get(term.options) or {}), student, teacher_config)
-            except ValueError as e:
-                raise ConfigError(f"loss.{e}" if str(e).startswith(f"{term.options}.") else f"loss: {e}") from None
+        raise loss_config_error(e) from None
 
 
 # ------------------------------------------------------------------------------------------

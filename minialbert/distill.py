@@ -95,6 +95,7 @@ def build_teacher(tokenizer, shape):
 def resolve_student(cfg: DistillConfig | InitStudentConfig, teacher):
     """(the student's MiniAlbertConfig, the resolved objective) of a distill config: the layer
     map, the terms' settings and the sizes are resolved here, once, without changing `cfg`."""
+    from minialbert.loss_terms import loss_config_error
     from minialbert.objective import Objective
     from minialbert.student import student_model_config
 
@@ -104,8 +105,7 @@ def resolve_student(cfg: DistillConfig | InitStudentConfig, teacher):
                                       weights=cfg.loss.weights.to_dict(), temperature=cfg.loss.temperature,
                                       options=cfg.loss.to_dict())
     except ValueError as e:
-        key = "loss.layer_map" if str(e).startswith("layer map") else "loss"
-        raise ConfigError(f"{key}: {e}") from None
+        raise loss_config_error(e) from None
     return config, objective
 
 

@@ -22,9 +22,10 @@ is built): the numerics below import it when they first run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from minialbert.recursions import hidden_size, num_layers_and_heads
+from minialbert.recursions import check_layer_map, hidden_size, num_layers_and_heads
+from minialbert.utils import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -106,6 +107,28 @@ def teacher_free_weights() -> dict[str, float]:
 def needs_teacher(weights: Mapping[str, float]) -> bool:
     """Whether any weighted term reads the teacher (False: the teacher is not run at all)."""
     return any(LOSS_TERMS[name].needs_teacher for name, w in weights.items() if w > 0)
+
+
+def resolve_terms(weights: Mapping[str, float], student, teacher, layer_map: Sequence[int] | None = None,
+                  options: Mapping[str, Any] | None = None) -> tuple[list[int], dict[str, dict[str, Any]]]:
+    """(the checked layer map, each weighted term's settings) of an objective for a student and
+    teacher (models or their configs: only their sizes are read). The one place both are
+    resolved, by the distill job (`Objective.resolve`) and by the workflow's plan before
+    anything runs; ValueError says what is wrong (`loss_config_error` names the key)."""
+    layer_map = check_layer_map(layer_map, num_layers_and_heads(student)[0], num_layers_and_heads(teacher)[0])
+    settings = {name: term.resolve(dict((options or {}).get(term.options) or {}), student, teacher)
+                for name, term in LOSS_TERMS.items() if term.resolve is not None and weights.get(name, 0) > 0}
+    return layer_map, settings
+
+
+def loss_config_error(error: ValueError) -> ConfigError:
+    """`resolve_terms`' error as a ConfigError at its key of the `loss:` section."""
+    message = str(error)
+    if message.startswith("layer map"):
+        return ConfigError(f"loss.layer_map: {message}")
+    if any(message.startswith(f"{term.options}.") for term in LOSS_TERMS.values() if term.options):
+        return ConfigError(f"loss.{message}")
+    return ConfigError(f"loss: {message}")
 
 
 # --------------------------------------------------------------------------------------------

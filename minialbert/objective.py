@@ -63,9 +63,9 @@ import torch
 from torch import nn
 
 from minialbert.data.mlm import masked_positions_from_labels
-from minialbert.loss_terms import LOSS_TERMS, LossTerm, default_weights, needs_teacher
+from minialbert.loss_terms import LOSS_TERMS, LossTerm, default_weights, needs_teacher, resolve_terms
 from minialbert.modeling import MiniAlbertForMaskedLM
-from minialbert.recursions import check_layer_map, hidden_size, num_layers_and_heads
+from minialbert.recursions import hidden_size, num_layers_and_heads
 
 
 # ----------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ class Objective:
                 options: Mapping[str, Any] | None = None) -> Objective:
         """`student` / `teacher`: models or their configs (the teacher may be None when no weighted
         term reads it); `options`: the terms' own sections by name (e.g. {"relation": {...}}).
-        ValueError names what is wrong; the layer map is checked here and nowhere else."""
+        ValueError names what is wrong (the layer map and the terms' settings: `resolve_terms`)."""
         w = resolve_weights(weights)
         if not temperature > 0:
             raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
@@ -255,9 +255,7 @@ class Objective:
             raise ValueError("a teacher is required unless only terms that need none (mlm) have a weight > 0")
         if teacher is None:
             return cls(w, None, float(temperature), {}, False)
-        layer_map = check_layer_map(layer_map, num_layers_and_heads(student)[0], num_layers_and_heads(teacher)[0])
-        settings = {name: term.resolve(dict((options or {}).get(term.options) or {}), student, teacher)
-                    for name, term in LOSS_TERMS.items() if term.resolve is not None and w[name] > 0}
+        layer_map, settings = resolve_terms(w, student, teacher, layer_map, options)
         return cls(w, layer_map, float(temperature), settings, hidden_size(student) != hidden_size(teacher))
 
     @property
