@@ -53,6 +53,8 @@ from minialbert.utils import ConfigError, canonical_json, config_hash, did_you_m
 DEMO_DIR = "results/demo"
 NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
 MODES = ("full", "adapter")
+# how every config error found when the plan is built starts, one message per line after it
+INVALID = "invalid config (nothing was run):\n  "
 # keys of a model entry that only affect its fine-tuning runs and the tables, not the model
 FINETUNE_ONLY_KEYS = ("label", "modes", "finetune_epochs_factor")
 # keys of the workflow's `finetune:` sections that are not settings of one run
@@ -100,7 +102,7 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.messages:  # once each: a section checked for both tuning modes fails the same way twice
-            raise ConfigError("invalid config (nothing was run):\n  " + "\n  ".join(dict.fromkeys(self.messages)))
+            raise ConfigError(INVALID + "\n  ".join(dict.fromkeys(self.messages)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -144,11 +146,11 @@ def validate_config(config: dict, schema: str | os.PathLike | dict) -> dict:
         config["check_paths"] = str(config["check_paths"]).lower() == "true"
     for (section, old), new in RENAMED.items():
         if isinstance(config.get(section), dict) and old in config[section]:
-            raise ConfigError(f"invalid config: config key {section}.{old}: this key was renamed: use {new}")
+            raise ConfigError(f"{INVALID}config key {section}.{old}: this key was renamed: use {new}")
     errors = list(_validator_with_defaults(schema).iter_errors(config))
     if errors:
         err = jsonschema.exceptions.best_match(errors)  # for oneOf, the alternative that came closest
-        raise ConfigError(f"invalid config: config key {schema_error_message(err)}")
+        raise ConfigError(f"{INVALID}config key {schema_error_message(err)}")
     return config
 
 
