@@ -410,6 +410,35 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    def embed(self, input_ids, attention_mask=None, token_type_ids=None):
+        """-> (the first recursion's input (B, T, H), the additive attention mask (B, 1, 1, T)):
+        padding keys get the most negative finite value, broadcast over heads and queries."""
+        h = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if self.projector is not None:
+            h = self.projector(h)  # (B, T, H)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        additive_mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        return h, additive_mask
+
+    def recursion(self, i: int, h, additive_mask, output_attentions: bool = False, output_qkv: bool = False):
+        """Recursion i on its input h (B, T, H): shared layer `config.recursion_layers[i]` with
+        recursion i's adapters and relaxation -> (h, attention probabilities or None, (q, k, v) or None).
+        Any recursion's output is a valid input of the next: adaptive depth steps through these."""
+        layer = self.shared_layers[self.config.recursion_layers[i]]
+        att_params = ffn_params = None
+        if self.relaxations is not None:
+            params = self.relaxations[i].overrides(layer)
+            att_params = {k.removeprefix("attention."): v for k, v in params.items() if k.startswith("attention.")}
+            ffn_params = {k.removeprefix("feed_forward."): v for k, v in params.items()
+                          if k.startswith("feed_forward.")}
+        if self.att_adapters is not None:
+            h = self.att_adapters[i](h)
+        h, probs, qkv = layer.attention(h, additive_mask, output_attentions, att_params, output_qkv)
+        if self.ffn_adapters is not None:
+            h = self.ffn_adapters[i](h)
+        return layer.feed_forward(h, ffn_params), probs, qkv
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -429,34 +458,14 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
-        h = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
-        if self.projector is not None:
-            h = self.projector(h)  # (B, T, H)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        # Padding keys get the most negative finite value: (B, 1, 1, T), broadcast over heads and queries.
-        additive_mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
-
+        h, additive_mask = self.embed(input_ids, attention_mask, token_type_ids)
         hidden_states = [h] if output_hidden_states else None
         attentions = [] if output_attentions else None
         N, qkv = self.config.num_hidden_layers, None
         qkv_at = None if output_qkv is None else range(N)[output_qkv]
-        shared = self.shared_layers
-        for i, j in enumerate(self.config.recursion_layers):
-            layer = shared[j]
-            att_params = ffn_params = None
-            if self.relaxations is not None:
-                params = self.relaxations[i].overrides(layer)
-                att_params = {k.removeprefix("attention."): v for k, v in params.items() if k.startswith("attention.")}
-                ffn_params = {k.removeprefix("feed_forward."): v for k, v in params.items()
-                              if k.startswith("feed_forward.")}
-            if self.att_adapters is not None:
-                h = self.att_adapters[i](h)
-            h, probs, captured = layer.attention(h, additive_mask, output_attentions, att_params, i == qkv_at)
+        for i in range(N):
+            h, probs, captured = self.recursion(i, h, additive_mask, output_attentions, i == qkv_at)
             qkv = captured if i == qkv_at else qkv
-            if self.ffn_adapters is not None:
-                h = self.ffn_adapters[i](h)
-            h = layer.feed_forward(h, ffn_params)
             if output_hidden_states:
                 hidden_states.append(h)
             if output_attentions:
