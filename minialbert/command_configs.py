@@ -584,6 +584,35 @@ class FinetuneSettings(Section):
 
 
 @dataclass(kw_only=True)
+class ExitsConfig(Section):
+    """Adaptive depth (`minialbert.exits`): a MiniALBERT student's task head after every
+    recursion from `min_recursion` on, trained to be a good exit, and confidence thresholds
+    calibrated so that stopping early disagrees with the full depth on at most a fraction
+    epsilon of new examples, with probability >= 1 - delta."""
+
+    min_recursion: int = option(1, "first recursion (1-based) with an exit", minimum=1)
+    heads: Literal["shared", "per_recursion"] = option("shared", "one head for all recursions, or one each")
+    loss: Literal["weighted", "distill"] = option(
+        "weighted", "weighted: sum i * L_i / sum i (PABEE); distill: L at full depth + each earlier exit "
+                    "distilled from the final one (KL; MSE for regression)")
+    epsilons: list[float] = option(factory=lambda: [0.01, 0.05, 0.1], doc="target disagreement rates to calibrate",
+                                   above=0, below=1)
+    delta: float = option(0.1, "risk: the guarantee holds with probability >= 1 - delta", above=0, below=1)
+    calibration_split: Literal["auto", "dev", "train"] = option(
+        "auto", "where thresholds are calibrated: dev (then scores are reported on test), train (a held-out "
+                "part, not trained on; scores on test, else dev); auto: dev when test is labelled, else train")
+    calibration_fraction: float = option(0.1, "the part of train held out when calibrating on train",
+                                         above=0, below=1)
+    tolerance: float = option(0.1, "regression: two answers agree within this (the task's scale)", minimum=0)
+    timing_examples: int = option(200, "examples timed at batch size 1 (the exit_timing job)", minimum=1,
+                                  operational=True)
+
+    def check(self, key: str) -> None:
+        if not self.epsilons or any(not 0 < e < 1 for e in self.epsilons) or len(set(self.epsilons)) < len(self.epsilons):
+            raise ConfigError(f"{_join(key, 'epsilons')}: expected distinct numbers in (0, 1), got {self.epsilons!r}")
+
+
+@dataclass(kw_only=True)
 class FinetuneConfig(FinetuneSettings):
     """`minialbert finetune`: one model on one task, one mode, lr and seed -> metrics.json."""
 
@@ -601,12 +630,19 @@ class FinetuneConfig(FinetuneSettings):
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", operational=True)
     threads: int | None = option(None, "torch CPU threads; null: torch's default", minimum=1, operational=True)
     save_model: bool = option(False, "keep the fine-tuned model in <output>/model", operational=True)
+    exits: ExitsConfig | None = option(None, "adaptive depth: exits after every recursion (MiniALBERT only); "
+                                             "null: off")
     provenance: dict | None = option(None, "recorded verbatim in metrics.json (the workflow's identities)",
                                      operational=True)
 
     def resolved(self) -> dict[str, Any]:
         """What the run computes: recorded in metrics.json and hashed (operational keys dropped)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.operational_keys()}
+        resolved = {k: v for k, v in self.to_dict().items() if k not in self.operational_keys()}
+        if resolved.get("exits") is None:  # runs without exits keep their config and hash
+            resolved.pop("exits", None)
+        else:
+            resolved["exits"].pop("timing_examples")
+        return resolved
 
     @property
     def name(self) -> str:
@@ -633,8 +669,11 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One --flag per scalar field of the config dataclass `cls` (its doc as help, its default shown)."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
+                         prefix: str = "") -> None:
+    """One --flag per scalar field of the config dataclass `cls` (its doc as help, its default shown);
+    with a `prefix` (e.g. "exit-"), flags are --exit-<field> and their dests exit_<field>."""
+    dest_prefix = prefix.replace("-", "_")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
@@ -643,7 +682,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = "" if required else f" (default: {f.default})"
         # SUPPRESS: a flag not given stays out of the namespace, so `--flag null` can set None
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+        kwargs: dict[str, Any] = {"dest": dest_prefix + f.name, "default": argparse.SUPPRESS,
                                   "help": f"{f.metadata.get('doc', '')}{default}"}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -651,14 +690,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             kwargs.update(type=_parse_value, metavar=f.name.upper(), required=required)
             if typing.get_origin(tp) is Literal:
                 kwargs["choices"] = typing.get_args(tp)
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-    for old in getattr(cls, "RENAMED", {}):  # accepted only to be refused with the new name
+        parser.add_argument("--" + prefix + f.name.replace("_", "-"), **kwargs)
+    for old in getattr(cls, "RENAMED", {}) if not prefix else ():  # accepted only to be refused with the new name
         parser.add_argument("--" + old.replace("_", "-"), dest=old, type=_parse_value, default=argparse.SUPPRESS,
                             help=argparse.SUPPRESS)
 
 
-def config_from_args(cls: type, args: argparse.Namespace):
-    """The config dataclass from the flags that were given (the rest keep their defaults); an
-    old flag name fails in `from_dict`, naming the new one."""
+def config_from_args(cls: type, args: argparse.Namespace, prefix: str = "", extra: dict | None = None):
+    """The config dataclass from the flags that were given (the rest keep their defaults), plus
+    `extra` fields; an old flag name fails in `from_dict`, naming the new one."""
+    dest_prefix = prefix.replace("-", "_")
     names = {f.name for f in dataclasses.fields(cls)} | set(getattr(cls, "RENAMED", {}))
-    return cls.from_dict({k: v for k, v in vars(args).items() if k in names})
+    given = {k[len(dest_prefix):]: v for k, v in vars(args).items() if k.startswith(dest_prefix)}
+    return cls.from_dict({**{k: v for k, v in given.items() if k in names}, **(extra or {})})

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from minialbert import exits
 from minialbert.adapters import count_parameters, prepare_for_adapter_tuning
 from minialbert.metrics import compute_metric
 from minialbert.optim import build_optimizer
@@ -115,6 +116,8 @@ class Run:
     # What the task type's `prepare_targets` returned, for its `predictions` to map outputs
     # back to the task's scale (regression: the training targets' (mean, std)); else None.
     target_scale: Any = None
+    # With exits: (the split thresholds are calibrated on, the split exits are reported on)
+    exit_splits: tuple[str, str] | None = None
 
 
 def pick_device(name: str) -> torch.device:
@@ -128,12 +131,54 @@ def load_model(config: FinetuneConfig, task: Task):
     import minialbert  # noqa: F401  (registers MiniALBERT with the Auto classes)
 
     kind = task.task_type
+    kwargs = kind.model_kwargs(task.labels)
+    if config.exits is not None:
+        kwargs.update(exit_model_kwargs(config))
     try:
         # ignore_mismatched_sizes: a model dir fine-tuned on another task has a head of another size
-        return kind.auto_model_class().from_pretrained(config.model, ignore_mismatched_sizes=True,
-                                                       **kind.model_kwargs(task.labels))
+        return kind.auto_model_class().from_pretrained(config.model, ignore_mismatched_sizes=True, **kwargs)
     except OSError as e:
         raise ConfigError(f"--model {config.model}: cannot load a model ({e})") from None
+    except ValueError as e:  # the model config refused a setting (e.g. exits.min_recursion)
+        raise ConfigError(f"--model {config.model}: {e}") from None
+
+
+def exit_model_kwargs(config: FinetuneConfig) -> dict[str, Any]:
+    """The model config settings of exits; only a MiniALBERT model (a recursive one) has them."""
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(config.model).model_type
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--model {config.model}: cannot read its config ({e})") from None
+    if model_type != "minialbert":
+        raise ConfigError(f"exits: adaptive depth needs a MiniALBERT student (a recursive model); "
+                          f"--model {config.model} is a {model_type!r} model")
+    return dict(exit_heads=config.exits.heads, exit_min_recursion=config.exits.min_recursion,
+                exit_thresholds=None)
+
+
+def exit_splits(config: FinetuneConfig, task: Task) -> tuple[str, str]:
+    """(calibration split, reported split) of a run with exits. Scores are reported on the
+    labelled test split when there is one, else on dev; thresholds are calibrated on a split
+    never reported: dev when reporting on test, else a held-out part of train ("calibration")."""
+    tests, devs = labelled_splits(task, "test"), labelled_splits(task, "dev")
+    report = tests[0] if tests else devs[0]
+    choice = config.exits.calibration_split
+    if choice == "dev" and not tests:
+        raise ConfigError(f"exits.calibration_split: dev is reported on ({task.name} has no labelled test "
+                          "split); use train (a held-out part) or auto")
+    if choice == "auto":
+        choice = "dev" if tests else "train"
+    return (devs[0] if choice == "dev" else "calibration"), report
+
+
+def hold_out(features: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(kept, held out): a seeded random `fraction` of the examples (at least one) held out."""
+    order = list(range(len(features)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:max(1, int(round(fraction * len(features))))])
+    return [f for i, f in enumerate(features) if i not in held], [f for i, f in enumerate(features) if i in held]
 
 
 def load_tokenizer(config: FinetuneConfig):
@@ -165,13 +210,19 @@ def setup(config: FinetuneConfig) -> Run:
     device = pick_device(config.device)
     model.to(device)
     features = {split: kind.encode(task, split, tokenizer, config.max_length) for split in task.splits}
+    splits = None
+    if config.exits is not None and "train" in features and labelled_splits(task, "dev"):
+        splits = exit_splits(config, task)
+        if splits[0] == "calibration":  # never trained on
+            features["train"], features["calibration"] = hold_out(features["train"],
+                                                                  config.exits.calibration_fraction, config.seed)
     target_scale = kind.prepare_targets(features["train"])
     accepted = set(inspect.signature(model.forward).parameters)
     model_keys = tuple(k for k in MODEL_KEYS if k in accepted)  # e.g. DistilBERT takes no token_type_ids
     use_bf16 = config.bf16 is True or (
         config.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     return Run(config, task, tokenizer, model, device, features, kind.collator(tokenizer),
-               model_keys, torch.bfloat16 if use_bf16 else None, target_scale)
+               model_keys, torch.bfloat16 if use_bf16 else None, target_scale, splits)
 
 
 def autocast(run: Run):
@@ -191,7 +242,10 @@ def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
 def train_step(run: Run, batch: dict, optimizer, scheduler) -> float:
     """One optimisation step; returns the loss."""
     with autocast(run):
-        loss = run.model(**batch).loss
+        if run.config.exits is None:
+            loss = run.model(**batch).loss
+        else:
+            loss = exits.training_loss(run.model, run.task.task_type, batch, run.config.exits.loss)
     loss.backward()
     if run.config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], run.config.max_grad_norm)
@@ -305,7 +359,7 @@ def save_outputs(run: Run, train_stats: dict, dev: dict, test: dict | None, eval
     config = run.config
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    if config.save_model:
+    if config.save_model or config.exits is not None:  # `minialbert predict` runs on a run with exits
         with atomic_directory(output / "model") as tmp:
             run.model.save_pretrained(tmp)
             run.tokenizer.save_pretrained(tmp)
@@ -355,4 +409,73 @@ def finetune(config: FinetuneConfig) -> dict:
     dev, dev_examples = evaluate_role(run, "dev")
     test, test_examples = evaluate_role(run, "test")
     eval_seconds = time.perf_counter() - start
+    if config.exits is not None:
+        Path(config.output).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(config.output) / "exits.json", evaluate_exits(run))  # also sets the thresholds
     return save_outputs(run, train_stats, dev, test, eval_seconds, dev_examples + test_examples)
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptive depth
+# --------------------------------------------------------------------------------------------
+def split_batches(run: Run, split: str) -> Iterator[tuple[list[int], dict, list[dict]]]:
+    """(indices, model inputs without labels, features) of a split's length-sorted eval batches."""
+    features = run.features[split]
+    lengths = [len(f["input_ids"]) for f in features]
+    for indices in sorted_batches(lengths, run.config.eval_batch_size, eval_token_budget(run.config, run.device)):
+        batch = collate(run, indices, features)
+        batch.pop("labels", None)
+        yield indices, batch, [features[i] for i in indices]
+
+
+def evaluate_exits(run: Run) -> dict:
+    """Calibrate a threshold per epsilon, measure what it does on the reported split, store the
+    thresholds in the model config (saved with the model) -> the content of exits.json."""
+    settings, task, kind = run.config.exits, run.task, run.task.task_type
+    calibration_split, report_split = run.exit_splits
+    model, N = run.model, run.model.config.num_hidden_layers
+
+    def traced(split):
+        return exits.trace(model, kind, split_batches(run, split), len(run.features[split]), run.target_scale,
+                           settings.tolerance)
+
+    def score(outputs: list) -> float:
+        predictions, references = kind.metric_inputs(task, report_split, run.features[report_split], outputs)
+        return compute_metric(task.info["metric"], task.info["metric_config"], predictions,
+                              references)[task.info["main_metric"]]
+
+    calibration, report = traced(calibration_split), traced(report_split)
+    first = report.first_recursion
+    fixed = {k: score(report.outputs[k - first]) for k in range(first, N + 1)}
+    result = {
+        "calibration_split": (calibration_split if calibration_split != "calibration" else
+                              f"train (a held-out {settings.calibration_fraction:g}, not trained on)"),
+        "calibration_examples": len(run.features[calibration_split]),
+        "report_split": report_split,
+        "report_examples": len(run.features[report_split]),
+        "main_metric": task.info["main_metric"],
+        "loss": settings.loss, "heads": settings.heads, "min_recursion": settings.min_recursion,
+        "delta": settings.delta, "tolerance": settings.tolerance,
+        "full_depth": {"score": fixed[N], "mean_recursions": N},
+        "fixed_depth": {str(k): v for k, v in fixed.items()},
+        "epsilons": {},
+    }
+    thresholds = {}
+    for epsilon in settings.epsilons:
+        chosen = exits.calibrate(calibration.scores, calibration.disagree, epsilon, settings.delta)
+        exit_at = report.exits_at(chosen["threshold"])
+        summary = report.summary(exit_at, N)
+        k = min(N, max(first, math.ceil(summary["mean_recursions"] - 1e-9)))
+        finite = math.isfinite(chosen["threshold"])
+        thresholds[str(epsilon)] = chosen["threshold"] if finite else None
+        result["epsilons"][str(epsilon)] = {
+            "threshold": chosen["threshold"] if finite else None,  # null: no threshold certified, full depth
+            "calibration_agreement": chosen["calibration_agreement"],
+            "test_agreement": summary["agreement"],
+            "score": score(report.predictions(exit_at)),
+            "mean_recursions": summary["mean_recursions"],
+            "exit_histogram": summary["exit_histogram"],
+            "fixed_k": k, "fixed_k_score": fixed[k],
+        }
+    model.config.exit_thresholds = thresholds
+    return result

@@ -78,6 +78,13 @@ class MiniAlbertConfig(PreTrainedConfig):
     lora_targets: list[str] | None = None
     relax_norms: bool = False
     relax_biases: bool = False
+    # Adaptive depth (minialbert.exits; fine-tuned task heads only): the task head is applied
+    # after every recursion from `exit_min_recursion` (1-based) on, one head for all recursions
+    # ("shared") or one per recursion ("per_recursion"); None: the head reads the last recursion
+    # only. `exit_thresholds`: {epsilon: confidence threshold} calibrated by the fine-tuning run.
+    exit_heads: str | None = None
+    exit_min_recursion: int = 1
+    exit_thresholds: dict | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -162,6 +169,13 @@ class MiniAlbertConfig(PreTrainedConfig):
         except ValueError as e:
             raise ValueError(f"MiniAlbertConfig: {e}") from None
         self._check_relaxation()
+        if self.exit_heads not in (None, "shared", "per_recursion"):
+            raise ValueError(f"MiniAlbertConfig.exit_heads must be null, 'shared' or 'per_recursion', "
+                             f"got {self.exit_heads!r}")
+        m = self.exit_min_recursion
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= self.num_hidden_layers:
+            raise ValueError(f"MiniAlbertConfig.exit_min_recursion must be an integer in [1, num_hidden_layers = "
+                             f"{self.num_hidden_layers}], got {m!r}")
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
             value = getattr(self, field)
             if value is not None and not 0.0 <= value < 1.0:
@@ -557,7 +571,20 @@ class MiniAlbertWithClassifier(MiniAlbertWithHead):
         p = config.classifier_dropout_prob
         self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        # per-recursion exit heads: recursion i (0-based) < N - 1 reads exit_classifiers[str(i)];
+        # the last recursion reads `classifier`, so a model without exits has the same layout
+        self.exit_classifiers = None
+        if config.exit_heads == "per_recursion":
+            self.exit_classifiers = nn.ModuleDict(
+                {str(i): nn.Linear(config.hidden_size, config.num_labels)
+                 for i in range(config.exit_min_recursion - 1, config.num_hidden_layers - 1)})
         self.post_init()
+
+    def classifier_at(self, recursion: int | None) -> nn.Linear:
+        """The linear head that reads recursion `recursion` (0-based; None: the last)."""
+        if recursion is None or self.exit_classifiers is None or recursion == self.config.num_hidden_layers - 1:
+            return self.classifier
+        return self.exit_classifiers[str(recursion)]
 
 
 class MiniAlbertForSequenceClassification(MiniAlbertWithClassifier):
@@ -566,8 +593,9 @@ class MiniAlbertForSequenceClassification(MiniAlbertWithClassifier):
 
     output_class = SequenceClassifierOutput
 
-    def head(self, last_hidden_state):
-        return self.classifier(self.dropout(last_hidden_state[:, 0]))  # (B, L)
+    def head(self, last_hidden_state, recursion: int | None = None):
+        """Logits (B, L) from a recursion's output (default: the last recursion's head)."""
+        return self.classifier_at(recursion)(self.dropout(last_hidden_state[:, 0]))
 
     def compute_loss(self, logits, labels):
         if self.config.problem_type is None:
@@ -589,8 +617,9 @@ class MiniAlbertForTokenClassification(MiniAlbertWithClassifier):
 
     output_class = TokenClassifierOutput
 
-    def head(self, last_hidden_state):
-        return self.classifier(self.dropout(last_hidden_state))  # (B, T, L)
+    def head(self, last_hidden_state, recursion: int | None = None):
+        """Logits (B, T, L) from a recursion's output (default: the last recursion's head)."""
+        return self.classifier_at(recursion)(self.dropout(last_hidden_state))
 
     def compute_loss(self, logits, labels):
         return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)

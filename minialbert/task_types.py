@@ -231,6 +231,28 @@ class TaskType:
         """(predictions, references) for the metric, from the split's per-feature predictions."""
         return outputs, column(task.splits[split], self.label_column)
 
+    # ---------------------------------------------------------------- adaptive depth (minialbert.exits)
+    # What one recursion's logits say when a recursive model may stop there: a stop score per
+    # example (higher: surer) and the answer that is compared across recursions. A type without
+    # a confidence (regression) returns None as the score; its rules then look at how far the
+    # answer moved since the previous recursion (`answer_distance`).
+    def exit_answers(self, logits, token_mask, target_scale):
+        """(stop score (B,), answer (B,)) of a batch's logits: the top class probability and the
+        label id. `token_mask` (token types: the scored positions) is unused here."""
+        confidence, answer = logits.float().softmax(-1).max(-1)
+        return confidence, answer
+
+    def answer_distance(self, a, b):
+        """(B,) how far two recursions' answers are apart: 0 when they agree, > 0 when not."""
+        return (a != b).float()
+
+    def exit_distill_loss(self, logits, final_logits, labels):
+        """An earlier exit distilled from the final one (detached): KL(final || exit), batch mean."""
+        import torch.nn.functional as F
+
+        target = final_logits.detach().float().softmax(-1)
+        return F.kl_div(logits.float().log_softmax(-1), target, reduction="batchmean")
+
 
 class SingleSentence(TaskType):
     """One text, one label (SST-2, CoLA)."""
@@ -279,6 +301,20 @@ class Regression(TaskType):
         """Scores on the task's scale: output * std + mean of the training targets."""
         mean, std = target_scale
         return (logits.squeeze(-1) * std + mean).cpu().tolist()
+
+    def exit_answers(self, logits, token_mask, target_scale):
+        """No confidence (None); the answer is the score on the task's scale."""
+        mean, std = target_scale
+        return None, logits.float().squeeze(-1) * std + mean
+
+    def answer_distance(self, a, b):
+        return (a - b).abs()
+
+    def exit_distill_loss(self, logits, final_logits, labels):
+        """MSE to the final recursion's (detached) output, in the standardised units it learns."""
+        import torch.nn.functional as F
+
+        return F.mse_loss(logits.float().squeeze(-1), final_logits.detach().float().squeeze(-1))
 
 
 class TokenClassification(TaskType):
@@ -340,6 +376,26 @@ class TokenClassification(TaskType):
         """The predicted tag id of each word of each chunk (None: a word without sub-words)."""
         return [[value[p] if p >= 0 else None for p in feature["word_positions"]]
                 for value, feature in zip(logits.argmax(-1).cpu().tolist(), features)]
+
+    def exit_answers(self, logits, token_mask, target_scale):
+        """A sequence is as sure as its least sure scored token (it exits when all its tokens
+        pass); the answer is the tag id of every token, -1 where nothing is scored."""
+        confidence, answer = logits.float().softmax(-1).max(-1)  # (B, T)
+        confidence = confidence.masked_fill(~token_mask, 1.0).min(-1).values
+        return confidence, answer.masked_fill(~token_mask, -1)
+
+    def answer_distance(self, a, b):
+        return (a != b).any(-1).float()
+
+    def exit_distill_loss(self, logits, final_logits, labels):
+        """KL(final || exit) per scored token (labels != -100), token mean."""
+        import torch.nn.functional as F
+
+        scored = labels != IGNORE_INDEX
+        target = final_logits.detach().float()[scored].softmax(-1)
+        if target.numel() == 0:
+            return logits.sum() * 0.0
+        return F.kl_div(logits.float()[scored].log_softmax(-1), target, reduction="batchmean")
 
     def metric_inputs(self, task, split: str, features: list[dict], outputs: list) -> tuple[list, list]:
         labels = task.labels
