@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "convert a checkpoint in the MiniALBERT authors' layout into a minialbert model dir",
     ),
     "finetune": ("minialbert.finetune_cli", "fine-tune an encoder (full or adapter tuning) on a task and write metrics.json"),
+    "predict": ("minialbert.predict", "a fine-tuned model's predictions on a split, one JSON line each (adaptive depth: "
+                                      "--exit-epsilon)"),
     "efficiency": ("minialbert.report", "measure a model's parameters and CPU latency/throughput at a fixed shape"),
     "aggregate": ("minialbert.report", "collect fine-tuning runs into runs/summary/table/efficiency CSVs and a plot"),
 }
