@@ -31,9 +31,11 @@ include: "rules/teachers.smk"
 include: "rules/distill.smk"
 include: "rules/finetune.smk"
 include: "rules/report.smk"
+include: "rules/exits.smk"
 
 
 rule all:
     input:
         SUMMARY_OUTPUTS,
+        EXITS_OUTPUTS,
     default_target: True

@@ -68,6 +68,15 @@ def exit_logits(model, batch: dict) -> list[torch.Tensor]:
     return logits
 
 
+def fixed_depth_logits(model, batch: dict, k: int) -> torch.Tensor:
+    """The student cut to its first k recursions (1-based k), read by recursion k's head."""
+    base = model.minialbert
+    h, mask = base.embed(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+    for i in range(k):
+        h = base.recursion(i, h, mask)[0]
+    return model.head(h, recursion=k - 1)
+
+
 def training_loss(model, kind, batch: dict, loss: str) -> torch.Tensor:
     """The fine-tuning loss of a model with exits.
     weighted: sum_i i * L_i / sum_i i over the exit recursions i (1-based; PABEE);

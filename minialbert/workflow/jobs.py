@@ -193,6 +193,23 @@ def efficiency(job: Any, cfg: dict) -> None:
 
 
 @runner
+def exit_timing(job: Any, cfg: dict) -> None:
+    from minialbert.exit_timing import measure
+
+    _set_torch_threads(job)
+    result = measure(cfg["run_dir"], cfg["task"], cfg["teacher_dir"], examples=cfg["examples"],
+                     max_length=cfg["max_length"])
+    write_json_atomic(job.output[0], result)
+
+
+@runner
+def exits_summary(job: Any, cfg: dict) -> None:
+    from minialbert.exit_timing import summarise
+
+    summarise(cfg["runs"], job.output.table, Path(job.output.table).parent, cfg["tasks"])
+
+
+@runner
 def aggregate(job: Any, cfg: dict) -> None:
     from minialbert import report
 

@@ -36,6 +36,7 @@ from typing import Any, Mapping
 from minialbert.command_configs import (
     DistillConfig,
     EfficiencyConfig,
+    ExitsConfig,
     FinetuneSettings,
     PretrainTeacherConfig,
     Section,
@@ -56,11 +57,11 @@ MODES = ("full", "adapter")
 # how every config error found when the plan is built starts, one message per line after it
 INVALID = "invalid config (nothing was run):\n  "
 # keys of a model entry that only affect its fine-tuning runs and the tables, not the model
-FINETUNE_ONLY_KEYS = ("label", "modes", "finetune_epochs_factor")
+FINETUNE_ONLY_KEYS = ("label", "modes", "finetune_epochs_factor", "finetune_exits")
 # keys of the workflow's `finetune:` sections that are not settings of one run
 # keys of a `finetune:` section that the workflow reads itself (the rest are FinetuneSettings);
 # save_model reaches a run's command only when true, so that it is a rerun only for those runs
-FINETUNE_WORKFLOW_KEYS = ("models", "modes", "lr", "seeds", "save_model")
+FINETUNE_WORKFLOW_KEYS = ("models", "modes", "lr", "seeds", "save_model", "exits")
 TOKENIZER_WORKFLOW_KEYS = ("source", "name", "model", "path", "corpus")
 WINDOWS_WORKFLOW_KEYS = ("corpus", "tokenizer")
 # old keys of the workflow config -> what to write instead
@@ -567,22 +568,46 @@ class Plan:
                 section = problems.section(FinetuneSettings, self._settings(raw, FINETUNE_WORKFLOW_KEYS),
                                            f"{key} ({mode} mode)" if per_mode else key,
                                            also_allowed=FINETUNE_WORKFLOW_KEYS)
-                settings[task, mode] = (section, raw["lr"], raw["seeds"], bool(raw.get("save_model")))
+                settings[task, mode] = (section, raw["lr"], raw["seeds"], bool(raw.get("save_model")),
+                                        raw.get("exits"), f"{key}.exits")
         runs = {}
         for model in models:
             for task in self.config["tasks"]:
                 for mode in model.modes:
-                    section, grid, seeds, save_model = settings.get((task, mode), (None, [], [], False))
+                    section, grid, seeds, save_model, exits, exits_key = settings.get(
+                        (task, mode), (None, [], [], False, None, ""))
                     if section is None:
                         continue
+                    exits = self._exits(problems, model, exits, exits_key, mode)
                     for lr in grid:
                         for seed in seeds:
                             run = dict(section.to_dict(), lr=float(lr), seed=int(seed), mode=mode)
                             run["epochs"] = section.epochs * model.epochs_factor
                             if save_model:  # the fine-tuned model kept in the run dir, as model/
                                 run["save_model"] = True
+                            if exits is not None:  # only runs with exits carry the key
+                                run["exits"] = exits
                             runs[(model.name, task, mode, lr_label(lr), str(seed))] = run
         return runs
+
+    def _exits(self, problems: Problems, model: Model, exits: Any, key: str, mode: str) -> dict | None:
+        """A run's adaptive-depth settings: the task's (or the default) `exits` for this mode,
+        overlaid with the student entry's `finetune_exits`; students only (the recursive models),
+        None when off."""
+        own = self._entry(model.name).get("finetune_exits")
+        if model.kind != "student" or (exits is None and own is None):
+            return None
+        if exits is not None and not isinstance(exits, Mapping):
+            problems.fail(key, f"expected a mapping of exit settings, got {exits!r}")
+            return None
+        merged = {**(exits or {}), **(own or {})}
+        where = f"{key} with students.{model.name}.finetune_exits" if own else key
+        section = problems.section(ExitsConfig, merged, f"{where} ({mode} mode)")
+        return None if section is None else section.to_dict()
+
+    def exit_runs(self) -> list[tuple[str, str, str, str, str]]:
+        """The fine-tuning runs with exits (model, task, mode, lr label, seed)."""
+        return [key for key, run in self.runs.items() if "exits" in run]
 
     @staticmethod
     def _check_finetune_section(problems: Problems, key: str, section: Mapping[str, Any], modes: list[str]) -> bool:
@@ -732,6 +757,34 @@ class Plan:
         command = {"model": m.dir, "model_name": model, "task": f"results/tasks/{task}", **self.runs[key],
                    "provenance": provenance}
         return {"command": command}
+
+    def exit_timing_inputs(self, model: str, task: str, mode: str, lr: str, seed: str) -> list[str]:
+        teacher = self.models[self.config["students"][model]["teacher"]]
+        return [f"{run_dir(model, task, mode, lr, seed)}/metrics.json", *teacher.inputs]
+
+    def exit_timing_job(self, model: str, task: str, mode: str, lr: str, seed: str) -> dict:
+        key = (model, task, mode, lr, seed)
+        if key not in self.exit_runs():
+            raise ConfigError(f"no fine-tuning run with exits {run_dir(*key)} in the config")
+        teacher = self.models[self.config["students"][model]["teacher"]]
+        return {"run_dir": run_dir(*key), "task": f"results/tasks/{task}", "teacher_dir": teacher.dir,
+                "teacher_identity": teacher.identity, "run": self.runs[key],
+                "examples": self.runs[key]["exits"]["timing_examples"],
+                "max_length": self.runs[key]["max_length"]}
+
+    def exits_summary_job(self) -> dict:
+        """Every run with exits, with the runs of its teacher on the same task (its score)."""
+        runs = []
+        for model, task, mode, lr, seed in self.exit_runs():
+            teacher = self.config["students"][model]["teacher"]
+            runs.append({"model": model, "label": self.models[model].label, "task": task, "mode": mode,
+                         "run_dir": run_dir(model, task, mode, lr, seed),
+                         "teacher_runs": [f"{run_dir(*key)}/metrics.json" for key in self.runs
+                                          if key[0] == teacher and key[1] == task]})
+        return {"runs": runs, "tasks": self.exit_tasks()}
+
+    def exit_tasks(self) -> list[str]:
+        return list(dict.fromkeys(key[1] for key in self.exit_runs()))
 
     def efficiency_job(self, model: str) -> dict:
         m = self.models[model]
