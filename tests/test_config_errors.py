@@ -29,7 +29,7 @@ def error(edit) -> str:
 def test_a_typo_in_the_top_level_finetune_section_is_reported_once_at_its_key():
     message = error(lambda c: c["finetune"].update(seed=[0]))
     assert message == ("invalid config (nothing was run):\n  config key finetune.seed: unknown key, did you mean "
-                       "'seeds'? (allowed: models, modes, lr, seeds, save_model, epochs, batch_size, max_length, scheduler, "
+                       "'seeds'? (allowed: models, modes, lr, seeds, save_model, exits, epochs, batch_size, max_length, scheduler, "
                        "weight_decay, warmup_ratio, max_grad_norm, reduction_factor)")
 
 

@@ -266,3 +266,52 @@ def test_exit_flags_and_models_are_checked(bert_dir, task_dirs, tmp_path, capsys
     assert cli_main([*base, "--model", str(bert_dir), "--exits", "--exit-epsilons", "0"]) == 2
     assert "epsilons" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the workflow's plan
+# --------------------------------------------------------------------------------------------
+def demo_plan(edit=None):
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    from minialbert.workflow.plan import load_plan
+
+    repo = Path(__file__).resolve().parent.parent
+    config = copy.deepcopy(yaml.safe_load((repo / "config.yaml").read_text()))
+    if edit:
+        edit(config)
+    return load_plan(config, repo / "schemas" / "config.schema.yaml")
+
+
+def test_plan_gives_exits_to_student_runs_only_and_leaves_other_runs_unchanged():
+    before = demo_plan()
+
+    def edit(c):
+        c["finetune"]["exits"] = {"adapter": {"loss": "distill", "epsilons": [0.05]}}
+        c["students"]["no-distillation"]["finetune_exits"] = {"heads": "per_recursion"}
+
+    plan = demo_plan(edit)
+    with_exits = plan.exit_runs()
+    assert with_exits and all(key[0] in ("minialbert-adapter", "no-distillation") and key[2] == "adapter"
+                              for key in with_exits)
+    assert len(with_exits) == 2 * 4 * 2  # students x tasks x seeds, adapter mode only
+    for key, run in plan.runs.items():
+        if key in with_exits:
+            assert run["exits"]["loss"] == "distill" and run["exits"]["epsilons"] == [0.05]
+            assert run["exits"]["heads"] == ("per_recursion" if key[0] == "no-distillation" else "shared")
+        else:
+            assert plan.finetune_job(*key) == before.finetune_job(*key)  # same job config: no rerun
+    # the student's identity (its distillation) does not change with its fine-tuning settings
+    assert plan.models["no-distillation"].identity == before.models["no-distillation"].identity
+    timing = plan.exit_timing_job(*with_exits[0])
+    assert timing["teacher_dir"] == plan.models["teacher"].dir and timing["examples"] == 200
+
+
+def test_plan_refuses_bad_exit_settings_before_anything_runs():
+    with pytest.raises(ConfigError, match=r"finetune.exits \(full mode\).lose: unknown key"):
+        demo_plan(lambda c: c["finetune"].update(exits={"lose": "distill"}))
+    with pytest.raises(ConfigError, match=r"epsilons"):
+        demo_plan(lambda c: c["finetune"].update(exits={"epsilons": [1.5]}))

@@ -592,10 +592,10 @@ class Plan:
 
     def _exits(self, problems: Problems, model: Model, exits: Any, key: str, mode: str) -> dict | None:
         """A run's adaptive-depth settings: the task's (or the default) `exits` for this mode,
-        overlaid with the student entry's `finetune_exits`; students only (the recursive models),
-        None when off."""
+        overlaid with the student entry's `finetune_exits` (which changes settings, never turns exits
+        on); students only (the recursive models), None when off."""
         own = self._entry(model.name).get("finetune_exits")
-        if model.kind != "student" or (exits is None and own is None):
+        if model.kind != "student" or exits is None:
             return None
         if exits is not None and not isinstance(exits, Mapping):
             problems.fail(key, f"expected a mapping of exit settings, got {exits!r}")
