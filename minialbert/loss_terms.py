@@ -260,6 +260,21 @@ def _embedding(x):
                            x.attention_mask)
 
 
+def _exit_output(x):
+    """Every earlier recursion's output through the MLM head at the masked positions, distilled
+    from the teacher's final output (the `output` term's KL), mean over those recursions: each
+    recursion learns to be a usable last one (adaptive depth, `minialbert.exits`)."""
+    if x.student_head is None:
+        raise ValueError("the exit_output term needs a student whose MLM head can be applied to any recursion "
+                         "(a MiniALBERT student)")
+    earlier = x.student["hidden_states"][1:-1]  # recursions 1 .. N-1 (index 0: the embeddings)
+    if not earlier:
+        return x.student_logits.sum() * 0.0
+    rows = x.positions.clamp(min=0)
+    return sum(output_kl(x.student_head(h.reshape(-1, h.shape[-1]).index_select(0, rows)), x.teacher["logits"],
+                         x.valid, x.temperature) for h in earlier) / len(earlier)
+
+
 def _relation(x):
     return relation_loss(x.teacher["qkv"], x.student["qkv"], x.attention_mask, x.settings["heads"])
 
@@ -276,6 +291,9 @@ for _term in (
     LossTerm("relation", _relation, 0.0, "MiniLMv2 Q/K/V self-attention relation KL (see loss.relation)",
              teacher=("qkv",), student=("qkv",), reported_unweighted=False, options="relation",
              resolve=resolve_relation),
+    LossTerm("exit_output", _exit_output, 0.0, "MLM-logit KL of every earlier recursion through the MLM head, "
+             "from the teacher's final output (recursions that are good exits)",
+             teacher=("logits",), student=("hidden_states",), reported_unweighted=False),
 ):
     register_loss_term(_term)
 del _term

@@ -215,7 +215,9 @@ class LossInputs:
     {layer: probs} for the layer map's layers; `logits`: the teacher's at the same positions;
     `qkv`: the projected (queries, keys, values) of the layer the term's settings name);
     `projection`: this term's Linear(H_s, H_t), or the identity when the widths are equal;
-    `settings`: this term's resolved options."""
+    `settings`: this term's resolved options; `positions` (K,) the flat masked positions (-1:
+    padding) and `student_head` the student's MLM head (None for an architecture without a
+    separable one), for terms that read other recursions through the head."""
 
     student_logits: torch.Tensor
     labels: torch.Tensor
@@ -227,6 +229,8 @@ class LossInputs:
     temperature: float
     projection: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda x: x)
     settings: dict[str, Any] = field(default_factory=dict)
+    positions: torch.Tensor | None = None
+    student_head: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -310,8 +314,10 @@ class Objective:
                                 qkv_layer=qkv["teacher_layer"] if qkv and "qkv" in wants_teacher else None)
         s_logits, s_out = run_student(student, inputs, positions, wants_student,
                                       qkv_recursion=qkv["student_recursion"] if qkv else None)
+        split = _split_mlm_model(student)
         shared = LossInputs(s_logits, gathered_labels, valid, batch["attention_mask"], s_out, t_out,
-                            self.layer_map, self.temperature)
+                            self.layer_map, self.temperature, positions=positions,
+                            student_head=split[1] if split is not None else None)
         losses: dict[str, torch.Tensor] = {}
         for name, term in terms:
             x = replace(shared, settings=self.settings.get(name, {}),

@@ -315,3 +315,26 @@ def test_plan_refuses_bad_exit_settings_before_anything_runs():
         demo_plan(lambda c: c["finetune"].update(exits={"lose": "distill"}))
     with pytest.raises(ConfigError, match=r"epsilons"):
         demo_plan(lambda c: c["finetune"].update(exits={"epsilons": [1.5]}))
+
+
+def test_exit_output_term_distils_every_earlier_recursion_through_the_mlm_head():
+    from minialbert.loss_terms import output_kl
+    from minialbert.objective import distillation_losses, masked_positions_from_labels
+    from test_distill_loss import tiny_batch, tiny_student, tiny_teacher
+
+    teacher, batch, student = tiny_teacher(), tiny_batch(), tiny_student(recursions=3)
+    weights = {"mlm": 0.0, "attention": 0.0, "hidden": 0.0, "output": 0.0, "exit_output": 1.0}
+    losses = distillation_losses(student, teacher, batch, weights=weights, temperature=2.0)
+    positions = masked_positions_from_labels(batch["labels"])
+    valid = positions >= 0
+    rows = positions.clamp(min=0)
+    with torch.no_grad():
+        t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        t_logits = t_logits.reshape(-1, t_logits.shape[-1])[rows]
+        hidden = student.minialbert(batch["input_ids"], batch["attention_mask"], output_hidden_states=True).hidden_states
+    expected = sum(output_kl(student.head(h.reshape(-1, h.shape[-1])[rows]), t_logits, valid, 2.0)
+                   for h in hidden[1:-1]) / 2
+    torch.testing.assert_close(losses["exit_output"], expected)
+    torch.testing.assert_close(losses["total"], losses["exit_output"])  # the only weighted term
+    losses["total"].backward()
+    assert student.minialbert.layer.attention.query.weight.grad.abs().max() > 0

@@ -41,9 +41,9 @@ def toy_term():
 
 def test_the_paper_objective_is_the_table():
     assert default_weights() == {"mlm": 1.0, "attention": 3.0, "hidden": 3.0, "output": 5.0, "embedding": 0.0,
-                                 "relation": 0.0}
+                                 "relation": 0.0, "exit_output": 0.0}
     assert teacher_free_weights() == {"mlm": 1.0, "attention": 0.0, "hidden": 0.0, "output": 0.0, "embedding": 0.0,
-                                      "relation": 0.0}
+                                      "relation": 0.0, "exit_output": 0.0}
     assert not needs_teacher(teacher_free_weights()) and needs_teacher(default_weights())
     assert LossConfig.from_dict(None).weights.to_dict() == default_weights()
 
