@@ -338,3 +338,28 @@ def test_exit_output_term_distils_every_earlier_recursion_through_the_mlm_head()
     torch.testing.assert_close(losses["total"], losses["exit_output"])  # the only weighted term
     losses["total"].backward()
     assert student.minialbert.layer.attention.query.weight.grad.abs().max() > 0
+
+
+def test_the_adaptive_depth_study_reuses_the_demo_upstream():
+    """configs/adaptive-depth.yaml copies the demo's world, teacher and tasks (same identities, so
+    nothing upstream reruns) and the teacher's runs seed 0; the students' runs all have exits."""
+    from pathlib import Path
+
+    import yaml
+
+    from minialbert.workflow.plan import load_plan
+
+    repo = Path(__file__).resolve().parent.parent
+    schema = repo / "schemas" / "config.schema.yaml"
+    demo = demo_plan()
+    study = load_plan(yaml.safe_load((repo / "configs" / "adaptive-depth.yaml").read_text()), schema)
+    assert study.models["teacher"].identity == demo.models["teacher"].identity
+    for task in demo.config["tasks"]:
+        assert study.task_identity(task) == demo.task_identity(task)
+    teacher_runs = [key for key in study.runs if key[0] == "teacher"]
+    assert teacher_runs and all(study.finetune_job(*key) == demo.finetune_job(*key) for key in teacher_runs)
+    students = [key for key in study.runs if key[0] != "teacher"]
+    assert set(study.exit_runs()) == set(students) and len(students) == 4 * 4 * 2
+    assert {study.runs[key]["exits"]["loss"] for key in students} == {"weighted", "distill"}
+    assert all(study.models[key[0]].kind == "student" for key in students)
+    assert study.summary_dir == "results/summary/adaptive-depth"
