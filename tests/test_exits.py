@@ -363,3 +363,35 @@ def test_the_adaptive_depth_study_reuses_the_demo_upstream():
     assert {study.runs[key]["exits"]["loss"] for key in students} == {"weighted", "distill"}
     assert all(study.models[key[0]].kind == "student" for key in students)
     assert study.summary_dir == "results/summary/adaptive-depth"
+
+
+def test_timing_and_summary_of_a_run_with_exits(minialbert_dir, bert_dir, task_dirs, tmp_path):
+    from minialbert.exit_timing import measure, summarise
+    from minialbert.utils import write_json_atomic
+
+    out = tmp_path / "run"
+    run_cli(minialbert_dir, task_dirs["sst2"], out, "full", "--exits", "--exit-epsilons", "0.05", "0.5")
+    teacher_run = tmp_path / "teacher"
+    run_cli(bert_dir, task_dirs["sst2"], teacher_run)
+    timing = measure(out, str(task_dirs["sst2"]), str(bert_dir), examples=4, batch_size=2, repeats=2)
+    configs = timing["configs"]
+    assert {"teacher", "full_depth", "adaptive@0.05", "adaptive_naive@0.05", "adaptive@0.5"} <= set(configs)
+    for name, entry in configs.items():
+        assert entry["throughput"] > 0
+        if not name.startswith("adaptive_naive"):
+            lat = entry["latency_ms"]
+            assert 0 < lat["p50"] <= lat["p95"] and lat["mean"] > 0
+    write_json_atomic(out / "timing.json", timing)
+    frame = summarise([{"model": "m", "label": "M", "task": "sst2", "mode": "full", "run_dir": str(out),
+                        "teacher_runs": [str(teacher_run / "metrics.json")]}],
+                      tmp_path / "summary" / "exits.csv", tmp_path / "summary", ["sst2"])
+    assert list(frame["epsilon"]) == [0.05, 0.5]
+    report = json.loads((out / "exits.json").read_text())
+    row = frame.iloc[0]
+    assert row["agreement"] == pytest.approx(report["epsilons"]["0.05"]["test_agreement"])
+    assert row["latency_vs_full"] == pytest.approx(
+        configs["adaptive@0.05"]["latency_ms"]["mean"] / configs["full_depth"]["latency_ms"]["mean"])
+    teacher = json.loads((teacher_run / "metrics.json").read_text())
+    assert row["teacher_score"] == pytest.approx(100 * teacher["dev"]["accuracy"])
+    assert (tmp_path / "summary" / "score_vs_latency_sst2.png").stat().st_size > 0
+    assert (tmp_path / "summary" / "exits.csv").read_text().startswith("model,task,mode,epsilon")
