@@ -215,3 +215,20 @@ def test_save_model_reaches_only_the_runs_that_keep_their_model():
     config["finetune"]["save_model"] = "yes"
     with pytest.raises(ConfigError, match="finetune.save_model"):
         plan(config)
+
+
+def test_students_that_differ_only_in_fine_tuning_share_one_distillation():
+    """Two student entries with the same distillation (e.g. fine-tuned with other exit settings)
+    are one distilled model: one distill job, both names' runs read its dir."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    twin = dict(config["students"]["minialbert-adapter"], label="the same, other fine-tuning",
+                finetune_exits={"loss": "distill"})
+    config["students"] = {"minialbert-adapter": config["students"]["minialbert-adapter"], "twin": twin,
+                          **{k: v for k, v in config["students"].items() if k != "minialbert-adapter"}}
+    p = load_plan(config, SCHEMA)
+    first, second = p.models["minialbert-adapter"], p.models["twin"]
+    assert second.dir == first.dir == "results/students/minialbert-adapter/model"
+    assert second.inputs == first.inputs and second.identity == first.identity
+    assert p.models["no-distillation"].dir != first.dir  # another distillation keeps its own
+    assert {m.inputs[0] for m in p.models.values() if m.kind == "student"} == {
+        "results/students/minialbert-adapter", "results/students/no-distillation"}

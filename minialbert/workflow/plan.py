@@ -521,6 +521,9 @@ class Plan:
         identity = config_hash({"distill": command, "teacher": teacher.identity,
                                 "windows": self.windows_identity(entry["windows"]),
                                 "embeddings_from": self.models[ref].identity if ref in self.models else ref})
+        for other in self.models.values():  # an entry that differs only in how it is fine-tuned
+            if other.kind == "student" and other.identity == identity:
+                return Model(name, "student", "distill", other.dir, list(other.inputs), identity)
         out = model_output("student", name)
         return Model(name, "student", "distill", f"{out}/model", [out], identity)
 
