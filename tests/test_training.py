@@ -360,3 +360,41 @@ def test_a_checkpoint_without_a_batch_layout_is_refused_naming_why(data, tmp_pat
     with pytest.raises(ConfigError, match="step-00000002: checkpoint was written before training.batch_size became "
                                           "the global batch"):
         run_training(job, cfg(), output_dir=tmp_path, run_config={"x": 1})
+
+
+def test_fp16_loss_scaling_is_checkpointed_and_a_resume_stays_bit_for_bit(data, tmp_path):
+    """The fp16 path (autocast + GradScaler; on a GPU without native bf16) run on the CPU: the
+    scaler's state goes into the checkpoint and comes back, so a run stopped in step 3 and resumed
+    logs the uninterrupted run's losses exactly."""
+    from minialbert.precision import Precision
+    from minialbert.training import Runtime
+
+    tok, ds = data
+    fp16 = Runtime(precision=Precision("cpu", torch.float16))
+    job, straight = make_job(tok, ds)
+    run_training(job, cfg(), output_dir=tmp_path / "straight", run_config={"x": 1}, runtime=fp16)
+    job, _ = make_job(tok, ds, hook=sigterm_at(3))
+    with pytest.raises(TrainingInterrupted):
+        run_training(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1}, runtime=fp16)
+    ckpt = latest_checkpoint(tmp_path / "cut" / "checkpoints")
+    blob = torch.load(ckpt / "state.pt", weights_only=True)
+    assert blob["scaler"]["scale"] > 1 and blob["scaler"]["_growth_tracker"] == 3  # 3 steps without overflow
+    from minialbert.checkpoints import load_checkpoint
+
+    scaler, module = torch.amp.GradScaler("cpu"), TinyMLM(len(tok))
+    optimizer = build_optimizer(module, 1e-2, 0.01)
+    load_checkpoint(ckpt, module=module, optimizer=optimizer, scheduler=linear_schedule(optimizer, 0, 6),
+                    identity=json.loads((ckpt / "meta.json").read_text())["resume_identity"], restore_rng=False,
+                    scaler=scaler)
+    assert scaler.state_dict() == blob["scaler"]
+    job, resumed = make_job(tok, ds)
+    metrics = run_training(job, cfg(), output_dir=tmp_path / "cut", run_config={"x": 1}, runtime=fp16)
+    assert metrics["precision"] == "fp16" and metrics["steps"] == 6
+
+    def losses(out):
+        return [(r["step"], r["mlm"]) for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+                if "event" not in r]
+
+    assert losses(tmp_path / "cut") == losses(tmp_path / "straight")
+    for name, tensor in straight["state"].items():
+        assert torch.equal(resumed["state"][name], tensor), name
