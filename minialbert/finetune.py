@@ -94,19 +94,19 @@ MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 def collate(run: "Run", indices: list[int], features: list[dict]) -> dict[str, torch.Tensor]:
     """Pad a batch dynamically and move it to the device; keep only what the model accepts."""
-    return {k: v.to(run.device) for k, v in pad(run, indices, features).items()}
+    return {k: v.to(run.device) for k, v in pad(run, [features[i] for i in indices]).items()}
 
 
-def pad(run: "Run", indices: list[int], features: list[dict]) -> dict[str, torch.Tensor]:
-    """A batch padded dynamically on the CPU, with only what the model accepts."""
-    return dict(run.collator([{k: features[i][k] for k in run.model_keys if k in features[i]} for i in indices]))
+def pad(run: "Run", rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Examples padded dynamically into a batch on the CPU, with only what the model accepts."""
+    return dict(run.collator([{k: row[k] for k in run.model_keys if k in row} for row in rows]))
 
 
 def training_batches(run: "Run", batches: list[list[int]], features: list[dict]) -> Iterator[dict[str, torch.Tensor]]:
     """The batches on the device, in order: padded by a DataLoader (in pinned memory on CUDA) and
     copied without blocking, so the next batch is prepared while the GPU runs the step before."""
     loader = torch.utils.data.DataLoader(
-        features, batch_sampler=batches, collate_fn=lambda rows: pad(run, list(range(len(rows))), rows),
+        features, batch_sampler=batches, collate_fn=lambda rows: pad(run, rows),
         pin_memory=run.device.type == "cuda",
         # its own generator: an iterator otherwise draws a seed from the global RNG, which would
         # shift the dropout masks of every run against the same seed's

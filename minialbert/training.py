@@ -312,7 +312,7 @@ def check_resumable_layout(ckpt: Path, layout: BatchLayout, is_main: bool) -> No
     """A checkpoint resumes with another split of the global batch (another number of processes or
     max_batch_per_device): its data position counts global batches. Rank 0 says so."""
     written = checkpoint_layout(ckpt)
-    if written["batch_size"] != layout.batch_size:  # the resume identity covers batch_size: a hand-edited dir
+    if written["batch_size"] != layout.batch_size:  # the resume identity would refuse it too; this names why
         raise ConfigError(f"{ckpt}: checkpoint has global batch {written['batch_size']}, training.batch_size is "
                           f"{layout.batch_size}")
     if is_main and (written["world_size"], written["micro_batch_size"]) != (layout.world_size,
