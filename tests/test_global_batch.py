@@ -27,7 +27,9 @@ ROOT = Path(__file__).parent.parent
 # micro-batches each (one process accumulates both, two processes take one each); 2 epochs
 TRAINING = {"lr": 1e-2, "warmup_steps": 2, "batch_size": 8, "max_batch_per_device": 4, "epochs": 2, "seed": 3,
             "log_interval": 1, "checkpoint_interval": 100, "device": "cpu"}
-# float sums in another order (accumulation on one process, an all-reduce on two), through Adam
+# float sums in another order (accumulation on one process, an all-reduce on two), through Adam:
+# measured at most 6e-8 relative over the 6 steps; micro-batches of another size (other masks
+# and per-micro-batch means) move the losses by far more than 1e-5
 LOSS_RTOL = 1e-5
 
 
