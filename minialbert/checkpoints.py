@@ -63,8 +63,9 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _rng_state() -> dict[str, Any]:
-    # Plain lists and tensors only, so that `torch.load(weights_only=True)` can read it back.
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch, CUDA), as plain lists and tensors only,
+    so that `torch.load(weights_only=True)` can read them back."""
     py = random.getstate()
     npy = np.random.get_state()
     state = {
@@ -90,11 +91,14 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(checkpoint_dir: Path, *, module, optimizer, scheduler, state: TrainState, identity: str,
-                    keep: int, layout: Mapping[str, int], scaler=None, files: Iterable[Path] = ()) -> Path:
+                    keep: int, layout: Mapping[str, int], scaler=None, rng_states: list[dict] | None = None,
+                    files: Iterable[Path] = ()) -> Path:
     """Write `checkpoint_dir/step-N` atomically (with a copy of each of `files` that exists: the
     run's history, which a restarted job's output dir may have lost), then prune all but the
     newest `keep`. `layout`: how the global batch was split (world_size, micro_batch_size,
-    accumulation, batch_size), read back by `checkpoint_layout`; `scaler`: fp16's GradScaler."""
+    accumulation, batch_size), read back by `checkpoint_layout`; `scaler`: fp16's GradScaler;
+    `rng_states`: every rank's `rng_state()` (default: this process's only)."""
+    rng_states = rng_states or [rng_state()]
     dst = checkpoint_dir / f"step-{state.step:08d}"
     with atomic_directory(dst) as tmp:
         for path in files:
@@ -104,7 +108,8 @@ def save_checkpoint(checkpoint_dir: Path, *, module, optimizer, scheduler, state
             "module": module.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_states[0],  # rank 0's (a resume on another number of processes restores this one)
+            "rng_ranks": rng_states,
             "state": vars(state).copy(),
         }
         if scaler is not None:
@@ -131,8 +136,9 @@ def checkpoint_layout(path: Path) -> dict[str, int]:
 
 
 def load_checkpoint(path: Path, *, module, optimizer, scheduler, identity: str, restore_rng: bool,
-                    scaler=None) -> TrainState:
-    """Restore a checkpoint written by this config; a checkpoint of another config is refused."""
+                    scaler=None, rank: int = 0) -> TrainState:
+    """Restore a checkpoint written by this config; a checkpoint of another config is refused.
+    `restore_rng`: set the RNG states of `rank` (rank 0's when the checkpoint has none for it)."""
     meta = json.loads((path / "meta.json").read_text())
     written = meta.get("resume_identity", meta.get("config_hash"))  # config_hash: written before the rename
     if written != identity:
@@ -147,7 +153,8 @@ def load_checkpoint(path: Path, *, module, optimizer, scheduler, identity: str, 
     if scaler is not None and "scaler" in blob:
         scaler.load_state_dict(blob["scaler"])
     if restore_rng:
-        _set_rng_state(blob["rng"])
+        ranks = blob.get("rng_ranks", [blob["rng"]])
+        _set_rng_state(ranks[rank] if rank < len(ranks) else blob["rng"])
     return TrainState(**blob["state"])
 
 

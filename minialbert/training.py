@@ -57,6 +57,7 @@ from minialbert.checkpoints import (
     latest_checkpoint,
     load_checkpoint,
     resume_identity,
+    rng_state,
     save_checkpoint,
 )
 from minialbert.data.mlm import WINDOW_COLUMNS, ResumableBatches, SeededMLMCollator, TaggedRows
@@ -286,11 +287,15 @@ def resume_or_start(loop: TrainLoop, cfg: TrainingConfig) -> None:
     if rt.distributed:  # and nobody looks for a checkpoint before they are gone
         torch.distributed.barrier()
     ckpt = latest_checkpoint(loop.checkpoint_dir)
+    same_world = False
     if ckpt is not None:
-        check_resumable_layout(ckpt, loop.layout, rt.is_main)
-        # Rank 0's RNG state is saved; other ranks reseed below so their dropout streams differ.
+        same_world = check_resumable_layout(ckpt, loop.layout, rt.is_main)
+        # Every rank's RNG states are saved: on as many processes, each rank continues its own
+        # streams (dropout masks, so losses, as uninterrupted); on another number, rank 0
+        # continues its own and the others reseed below, so that their streams still differ.
         loop.state = load_checkpoint(ckpt, module=loop.module, optimizer=loop.optimizer, scheduler=loop.scheduler,
-                                     identity=loop.identity, restore_rng=rt.is_main, scaler=loop.scaler)
+                                     identity=loop.identity, restore_rng=rt.is_main or same_world,
+                                     scaler=loop.scaler, rank=rt.rank)
         msg = f"resuming from checkpoint {ckpt} at step {loop.state.step} of {loop.total_steps}"
         logger.warning(msg)
         if rt.is_main:
@@ -304,13 +309,14 @@ def resume_or_start(loop: TrainLoop, cfg: TrainingConfig) -> None:
     elif rt.is_main:
         loop.output_dir.mkdir(parents=True, exist_ok=True)
         loop.log_path.write_text("")
-    if not rt.is_main:
+    if not rt.is_main and not same_world:
         torch.manual_seed(seed * 7919 + rt.rank * 104729 + loop.state.step)
 
 
-def check_resumable_layout(ckpt: Path, layout: BatchLayout, is_main: bool) -> None:
+def check_resumable_layout(ckpt: Path, layout: BatchLayout, is_main: bool) -> bool:
     """A checkpoint resumes with another split of the global batch (another number of processes or
-    max_batch_per_device): its data position counts global batches. Rank 0 says so."""
+    max_batch_per_device): its data position counts global batches. Rank 0 says so. True when
+    the checkpoint was written by as many processes as this run has."""
     written = checkpoint_layout(ckpt)
     if written["batch_size"] != layout.batch_size:  # the resume identity would refuse it too; this names why
         raise ConfigError(f"{ckpt}: checkpoint has global batch {written['batch_size']}, training.batch_size is "
@@ -320,6 +326,7 @@ def check_resumable_layout(ckpt: Path, layout: BatchLayout, is_main: bool) -> No
         print(f"minialbert: {ckpt} was written by {written['world_size']} process(es) "
               f"({written['micro_batch_size']} windows x {written['accumulation']} accumulation step(s)); resuming on "
               f"{layout.describe()}: the same global batches in the same order", file=sys.stderr, flush=True)
+    return written["world_size"] == layout.world_size
 
 
 def run_layout(cfg: TrainingConfig, world_size: int, checkpoint_dir: Path) -> BatchLayout:
@@ -521,13 +528,19 @@ def write_events(events, record: Mapping[str, Any]) -> None:
 
 
 def checkpoint(loop: TrainLoop, cfg: TrainingConfig) -> Path | None:
-    """Rank 0 writes `checkpoint_dir/step-N` and returns its path; the other ranks return None."""
+    """Every rank hands in its RNG states; rank 0 writes `checkpoint_dir/step-N` and returns its
+    path, the other ranks return None."""
     loop.state.wall_seconds = loop.wall_seconds()
+    rng_states = [rng_state()]
+    if loop.rt.distributed:  # every rank's streams, so that a resume on as many processes continues each
+        rng_states = [None] * loop.rt.world_size
+        torch.distributed.all_gather_object(rng_states, rng_state())
     if not loop.rt.is_main:
         return None
     return save_checkpoint(loop.checkpoint_dir, module=loop.module, optimizer=loop.optimizer, scheduler=loop.scheduler,
                            state=loop.state, identity=loop.identity, keep=cfg.keep_checkpoints,
-                           layout=dataclasses.asdict(loop.layout), scaler=loop.scaler, files=[loop.log_path])
+                           layout=dataclasses.asdict(loop.layout), scaler=loop.scaler, rng_states=rng_states,
+                           files=[loop.log_path])
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -3,7 +3,7 @@
 (recovered from the masked batch: the label where a position is masked, else the input id,
 padding dropped) are appended to `<rows>.rank<R>`, one JSON list per micro-batch, so a test can
 compare the rows a run saw; rank 0 can SIGTERM itself during a given call (the step in flight
-is then checkpointed on every rank and the run stops).
+is then checkpointed on every rank and the run stops). `dropout` draws from each rank's RNG.
 
 (No tests here.)
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def run_job(tokenizer: str, windows: str, output: str, training: dict, rows: str,
-            stop_at_call: int | None = None) -> dict:
+            stop_at_call: int | None = None, dropout: float = 0.0) -> dict:
     import torch
     from datasets import load_from_disk
     from torch import nn
@@ -32,7 +32,7 @@ def run_job(tokenizer: str, windows: str, output: str, training: dict, rows: str
     ds = load_from_disk(windows)
     runtime = setup_runtime(cfg)
     torch.manual_seed(0)  # the same initial weights on every rank
-    module = nn.Sequential(nn.Embedding(len(tok), 8), nn.LayerNorm(8), nn.Linear(8, len(tok)))
+    module = nn.Sequential(nn.Embedding(len(tok), 8), nn.LayerNorm(8), nn.Dropout(dropout), nn.Linear(8, len(tok)))
     calls = {"n": 0}
 
     def compute_losses(m, batch):

@@ -41,9 +41,10 @@ def world(tmp_path_factory):
     return {"tokenizer": str(root / "tok"), "windows": str(root / "windows")}
 
 
-def torchrun(world, output: Path, rows: Path, stop_at_call: int | None = None) -> subprocess.CompletedProcess:
-    args = json.dumps({**world, "output": str(output), "training": TRAINING, "rows": str(rows),
-                       "stop_at_call": stop_at_call})
+def torchrun(world, output: Path, rows: Path, stop_at_call: int | None = None, training: dict | None = None,
+             dropout: float = 0.0) -> subprocess.CompletedProcess:
+    args = json.dumps({**world, "output": str(output), "training": training or TRAINING, "rows": str(rows),
+                       "stop_at_call": stop_at_call, "dropout": dropout})
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
@@ -115,6 +116,23 @@ def test_a_run_stopped_on_one_world_size_resumes_on_another(world, tmp_path, fir
     print(f"{first} then {then} processes, largest relative loss difference:", max_rel_diff(a, b))
     assert [r["total"] for r in b] == pytest.approx([r["total"] for r in a], rel=LOSS_RTOL)
     assert rows_seen(rows) == rows_seen(tmp_path / "rows-straight")
+
+
+def test_two_processes_resumed_on_two_log_the_uninterrupted_losses_bit_for_bit(world, tmp_path):
+    """With dropout (each rank its own stream): the 2-process run's step-3 checkpoint, resumed by
+    2 processes in a fresh checkpoint dir, logs exactly the uninterrupted run's losses: every
+    rank's RNG states are in the checkpoint, not rank 0's only."""
+    training = {**TRAINING, "checkpoint_interval": 3, "keep_checkpoints_when_done": True}
+    done = torchrun(world, tmp_path / "straight", tmp_path / "rows-a", training=training, dropout=0.3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-00000003",
+                    tmp_path / "resumed" / "checkpoints" / "step-00000003")
+    done = torchrun(world, tmp_path / "resumed", tmp_path / "rows-b", training=training, dropout=0.3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from checkpoint" in done.stderr
+    straight = [(r["step"], r["mlm"], r["lr"]) for r in log(tmp_path / "straight")]
+    resumed = [(r["step"], r["mlm"], r["lr"]) for r in log(tmp_path / "resumed")]
+    assert resumed == straight and [s for s, _, _ in straight] == [1, 2, 3, 4, 5, 6]  # floats compared exactly
 
 
 def test_a_world_size_that_cannot_split_the_global_batch_is_refused_naming_both(world, tmp_path, monkeypatch):
