@@ -1,5 +1,5 @@
-"""MLM batches for the training loop: a windows dataset -> deterministic, rank-sharded batches,
-padded and MLM-masked (15%, 80/10/10) per batch.
+"""MLM batches for the training loop: a windows dataset -> deterministic global batches, split
+over the ranks and gradient accumulation, padded and MLM-masked (15%, 80/10/10) per micro-batch.
 
 Each micro-batch carries a masking seed derived from (seed, epoch, micro-batch index), and a
 resume skips the steps already taken without reading them: a resumed run sees exactly the
@@ -83,6 +83,8 @@ class ResumableBatches:
             rows = rows + (order * n)[: -len(rows) % n]  # a short last batch: equal micro-batches
             size = len(rows) // n
             mine = range(self.rank * self.accumulation, (self.rank + 1) * self.accumulation)
+            # "rank" 0 in every seed: one process with one micro-batch a step keeps the seeds (and
+            # so the masks) it drew before batch_size became the global batch
             out.append([[(i, _batch_seed(self.seed, epoch, 0, step * n + j)) for i in rows[j * size : (j + 1) * size]]
                         for j in mine])
         return out
