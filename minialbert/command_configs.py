@@ -228,20 +228,35 @@ class TrainingConfig(Section):
     lr: float = option(5e-4, "peak learning rate (AdamW)", above=0)
     warmup_steps: int = option(0, "linear warm-up steps, then linear decay to 0", minimum=0)
     weight_decay: float = option(0.01, "AdamW weight decay on matrices (not biases or LayerNorm)", minimum=0)
-    batch_size: int = option(32, "windows per process (per GPU) per micro-batch", minimum=1)
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", minimum=1)
+    batch_size: int = option(32, "windows per optimizer step over all processes (the global batch, as papers "
+                             "state it): the same config optimises alike on 1, 2 or 4 GPUs", minimum=1)
+    # operational: it splits the same global batch (same rows, same order) into other micro-batches,
+    # as a different number of processes does, so a resume may lower it (say, after running out of memory)
+    max_batch_per_device: int | None = option(
+        None, "most windows one process takes per forward/backward; the rest of the global batch is "
+        "gradient accumulation; null: batch_size / processes", minimum=1, operational=True)
     max_steps: int | None = option(None, "optimizer steps; set exactly one of max_steps and epochs", minimum=1)
     epochs: int | None = option(None, "passes over the windows; set exactly one of max_steps and epochs", minimum=1)
     seed: int = option(42, "seed of initialisation, batch order and masks", minimum=0)
     mlm_probability: float = option(0.15, "masked fraction (80/10/10 mask/random/keep)", above=0, below=1)
     max_grad_norm: float | None = option(1.0, "gradient clipping norm; null: no clipping", above=0)
-    bf16: Literal["auto"] | bool = option("auto", "bf16 autocast; auto: on a bf16-capable GPU")
+    bf16: Literal["auto"] | bool = option(
+        "auto", "mixed precision; auto: bf16 on a GPU with native bf16 (compute capability >= 8.0), fp16 with "
+        "loss scaling on an older GPU, fp32 on the CPU; true: bf16 autocast anywhere; false: fp32")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "auto: cuda when available", operational=True)
     log_interval: int = option(50, "optimizer steps per train_log.jsonl record", minimum=1, operational=True)
     checkpoint_interval: int = option(500, "optimizer steps between checkpoints", minimum=1, operational=True)
     checkpoint_dir: str | None = option(None, "default: <output>/checkpoints", operational=True)
-    keep_checkpoints: int = option(2, "newest checkpoints kept", minimum=1, operational=True)
+    keep_checkpoints: int = option(2, "newest checkpoints kept while the run goes on", minimum=1, operational=True)
+    keep_checkpoints_when_done: bool = option(
+        False, "keep the checkpoints of a run that completes (false: removed, so a rerun starts at step 0; a "
+        "completed run's kept checkpoints are never resumed either)", operational=True)
     num_workers: int = option(0, "DataLoader worker processes", minimum=0, operational=True)
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        "gradient_accumulation_steps": "max_batch_per_device (batch_size is now the global batch of all "
+                                       "processes; gradient accumulation follows from the two)",
+    }
 
     def check(self, key: str) -> None:
         if (self.max_steps is None) == (self.epochs is None):
@@ -626,7 +641,9 @@ class FinetuneConfig(FinetuneSettings):
     eval_batch_size: int = option(64, "evaluation batch size", minimum=1, operational=True)
     eval_max_tokens: Literal["auto"] | int = option(
         "auto", "padded tokens per eval batch; auto: 1024 on CPU, no cap on GPU", minimum=1, operational=True)
-    bf16: Literal["auto"] | bool = option("auto", "bf16 autocast; auto: on a bf16-capable GPU")
+    bf16: Literal["auto"] | bool = option(
+        "auto", "mixed precision; auto: bf16 on a GPU with native bf16 (compute capability >= 8.0), fp16 with "
+        "loss scaling on an older GPU, fp32 on the CPU; true: bf16 autocast anywhere; false: fp32")
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", operational=True)
     threads: int | None = option(None, "torch CPU threads; null: torch's default", minimum=1, operational=True)
     save_model: bool = option(False, "keep the fine-tuned model in <output>/model", operational=True)

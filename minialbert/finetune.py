@@ -15,7 +15,6 @@ CLI: minialbert finetune --model DIR --task TASK --mode full|adapter --lr LR --s
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import math
@@ -33,6 +32,7 @@ from minialbert import exits
 from minialbert.adapters import count_parameters, prepare_for_adapter_tuning
 from minialbert.metrics import compute_metric
 from minialbert.optim import build_optimizer
+from minialbert.precision import Precision, choose_precision, enable_tf32
 from minialbert.tasks import Task, load_task
 from minialbert.command_configs import FinetuneConfig
 from minialbert.utils import ConfigError, atomic_directory, config_hash, set_seed, write_json_atomic
@@ -40,6 +40,7 @@ from minialbert.utils import ConfigError, atomic_directory, config_hash, set_see
 logger = logging.getLogger(__name__)
 
 CPU_EVAL_MAX_TOKENS = 1024  # see eval_token_budget
+LOSS_SHOWN_EVERY = 50  # steps between the progress bar's loss readings (each one a host sync)
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,8 +94,25 @@ MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 def collate(run: "Run", indices: list[int], features: list[dict]) -> dict[str, torch.Tensor]:
     """Pad a batch dynamically and move it to the device; keep only what the model accepts."""
-    batch = run.collator([{k: features[i][k] for k in run.model_keys if k in features[i]} for i in indices])
-    return {k: v.to(run.device) for k, v in batch.items()}
+    return {k: v.to(run.device) for k, v in pad(run, [features[i] for i in indices]).items()}
+
+
+def pad(run: "Run", rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Examples padded dynamically into a batch on the CPU, with only what the model accepts."""
+    return dict(run.collator([{k: row[k] for k in run.model_keys if k in row} for row in rows]))
+
+
+def training_batches(run: "Run", batches: list[list[int]], features: list[dict]) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches on the device, in order: padded by a DataLoader (in pinned memory on CUDA) and
+    copied without blocking, so the next batch is prepared while the GPU runs the step before."""
+    loader = torch.utils.data.DataLoader(
+        features, batch_sampler=batches, collate_fn=lambda rows: pad(run, rows),
+        pin_memory=run.device.type == "cuda",
+        # its own generator: an iterator otherwise draws a seed from the global RNG, which would
+        # shift the dropout masks of every run against the same seed's
+        generator=torch.Generator())
+    for batch in loader:
+        yield {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +130,7 @@ class Run:
     features: dict[str, list[dict]]
     collator: Any
     model_keys: tuple[str, ...]
-    autocast_dtype: torch.dtype | None
+    precision: Precision  # the rule of minialbert.precision, like distillation's
     # What the task type's `prepare_targets` returned, for its `predictions` to map outputs
     # back to the task's scale (regression: the training targets' (mean, std)); else None.
     target_scale: Any = None
@@ -219,16 +237,13 @@ def setup(config: FinetuneConfig) -> Run:
     target_scale = kind.prepare_targets(features["train"])
     accepted = set(inspect.signature(model.forward).parameters)
     model_keys = tuple(k for k in MODEL_KEYS if k in accepted)  # e.g. DistilBERT takes no token_type_ids
-    use_bf16 = config.bf16 is True or (
-        config.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    enable_tf32(device)
     return Run(config, task, tokenizer, model, device, features, kind.collator(tokenizer),
-               model_keys, torch.bfloat16 if use_bf16 else None, target_scale, splits)
+               model_keys, choose_precision(config.bf16, device), target_scale, splits)
 
 
 def autocast(run: Run):
-    if run.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=run.device.type, dtype=run.autocast_dtype)
+    return run.precision.autocast()
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,20 +254,26 @@ def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
     return int(math.ceil(warmup_ratio * total_steps))
 
 
-def train_step(run: Run, batch: dict, optimizer, scheduler) -> float:
-    """One optimisation step; returns the loss."""
+def train_step(run: Run, batch: dict, optimizer, scheduler, scaler=None) -> torch.Tensor:
+    """One optimisation step (`scaler`: fp16's GradScaler); returns the loss, on the device (no host sync)."""
     with autocast(run):
         if run.config.exits is None:
             loss = run.model(**batch).loss
         else:
             loss = exits.training_loss(run.model, run.task.task_type, batch, run.config.exits.loss)
-    loss.backward()
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients
     if run.config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], run.config.max_grad_norm)
-    optimizer.step()
+    if scaler is not None:  # skips the update when fp16 gradients overflowed
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    return loss.detach()
 
 
 def epoch_batches(run: Run, rng: random.Random) -> Iterator[list[list[int]]]:
@@ -279,16 +300,19 @@ def train(run: Run) -> dict:
     scheduler = get_scheduler("constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
                               optimizer, num_warmup_steps=warmup_steps(config.warmup_ratio, total_steps),
                               num_training_steps=total_steps)
+    scaler = run.precision.grad_scaler()
     run.model.train()
-    losses, examples = [], 0
+    losses, examples = [], 0  # losses stay on the device: one host sync at the end, not one a step
     start = time.perf_counter()
     with tqdm(total=total_steps, desc=f"finetune {run.task.name}", unit="step", disable=None) as bar:
         for batches in epochs:
-            for indices in batches:
-                losses.append(train_step(run, collate(run, indices, features), optimizer, scheduler))
+            for indices, batch in zip(batches, training_batches(run, batches, features)):
+                losses.append(train_step(run, batch, optimizer, scheduler, scaler))
                 examples += len(indices)
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+                if len(losses) % LOSS_SHOWN_EVERY == 0:  # reading the loss waits for the device
+                    bar.set_postfix(loss=f"{float(losses[-1]):.4f}", refresh=False)
+    losses = torch.stack(losses).float().tolist() if losses else []  # waits for the last step
     seconds = time.perf_counter() - start
     tail = losses[-max(1, len(losses) // 10):]
     return {"train_seconds": seconds, "train_examples": examples, "steps": total_steps,

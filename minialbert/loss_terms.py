@@ -176,9 +176,10 @@ def relation_kl(teacher_x: torch.Tensor, student_x: torch.Tensor, attention_mask
     def log_relation(x: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, R, T, T)
         B, T, H = x.shape
         d = H // heads
-        x = x.float().view(B, T, heads, d).transpose(1, 2)
-        scores = (x @ x.transpose(-1, -2)) * d**-0.5
-        return torch.log_softmax(scores.masked_fill(~keys, torch.finfo(scores.dtype).min), dim=-1)
+        with torch.autocast(x.device.type, enabled=False):  # fp32: autocast would run X X^T in bf16/fp16 again
+            x = x.float().view(B, T, heads, d).transpose(1, 2)
+            scores = (x @ x.transpose(-1, -2)) * d**-0.5
+            return torch.log_softmax(scores.masked_fill(~keys, torch.finfo(scores.dtype).min), dim=-1)
 
     with torch.no_grad():  # the teacher's side is a constant
         log_t = log_relation(teacher_x)

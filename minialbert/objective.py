@@ -123,13 +123,15 @@ def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float
 
 
 def teacher_attention_probs(q: torch.Tensor, k: torch.Tensor, num_heads: int, mask_add: torch.Tensor) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d) + mask) from projected (B, T, H) queries/keys -> (B, nh, T, T), float32."""
+    """softmax(QK^T / sqrt(d) + mask) from projected (B, T, H) queries/keys -> (B, nh, T, T), float32
+    (outside autocast, which would run the matmul in bf16/fp16 again)."""
     B, T, H = q.shape
     hs = H // num_heads
-    q = q.float().view(B, T, num_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
-    k = k.float().view(B, T, num_heads, hs).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * hs**-0.5  # (B, nh, T, T)
-    return torch.softmax(scores + mask_add, dim=-1)
+    with torch.autocast(q.device.type, enabled=False):
+        q = q.float().view(B, T, num_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.float().view(B, T, num_heads, hs).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * hs**-0.5  # (B, nh, T, T)
+        return torch.softmax(scores + mask_add.float(), dim=-1)
 
 
 @torch.no_grad()

@@ -5,25 +5,30 @@ A plain PyTorch loop (no Trainer, no accelerate), read top to bottom as three st
 
 - `prepare_loop`: device and DDP, AdamW (no weight decay on biases and LayerNorm weights, i.e. every
   parameter with fewer than two dimensions), linear warm-up then linear decay to zero, the
-  data (`minialbert.data.mlm`: deterministic, rank-sharded batches with per-batch masking
-  seeds), and the resume from the latest checkpoint (`minialbert.checkpoints`), refused when
-  it was written by a different config;
+  data (`minialbert.data.mlm`: deterministic global batches split over the processes and
+  gradient accumulation, `BatchLayout`, with per-micro-batch masking seeds), and the resume
+  from the latest checkpoint (`minialbert.checkpoints`), refused when it was written by a
+  different config or completed, and placed by global batches on any number of processes
+  that can split the global batch;
 - `fit`: optimizer steps with gradient accumulation and clipping up to `max_steps` or
   `epochs`; one all-reduce per step; a stop with an error naming the step and the loss
   component when a loss is NaN/inf (before the bad update, so the last checkpoint stays
   good); periodic checkpoints; SIGTERM -> checkpoint -> exit; a tqdm bar and a JSONL log of
   every loss component at each logging step;
 - `finish`: the output model dir (atomically) and metrics.json (final loss components,
-  steps, tokens seen, wall time, tokens/s, peak memory, resolved config and its hash).
+  steps, tokens seen, wall time, tokens/s, peak memory, resolved config and its hash), then
+  the checkpoints are removed (or marked finished when kept): a rerun starts at step 0.
 
-DDP runs under `torchrun --nproc_per_node N` (gloo on CPU, nccl on GPU; only rank 0 writes),
-with bf16 autocast on GPU. What differs between distillation and teacher pre-training is
-passed in as a `TrainingJob`.
+`training.batch_size` is the global batch: the same config takes the same optimizer steps on
+1, 2 or 4 processes. DDP runs under `torchrun --nproc_per_node N` (gloo on CPU, nccl on GPU;
+only rank 0 writes), with mixed precision on GPU by `minialbert.precision`'s rule. What
+differs between distillation and teacher pre-training is passed in as a `TrainingJob`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -43,8 +48,20 @@ from torch import nn
 from minialbert.command_configs import TrainingConfig
 from minialbert.optim import build_optimizer, linear_schedule
 from minialbert.plots import read_train_log
-from minialbert.checkpoints import TrainState, latest_checkpoint, load_checkpoint, resume_identity, save_checkpoint
+from minialbert.checkpoints import (
+    TrainState,
+    checkpoint_layout,
+    clear_checkpoints,
+    finish_checkpoints,
+    finished_run,
+    latest_checkpoint,
+    load_checkpoint,
+    resume_identity,
+    rng_state,
+    save_checkpoint,
+)
 from minialbert.data.mlm import WINDOW_COLUMNS, ResumableBatches, SeededMLMCollator, TaggedRows
+from minialbert.precision import Precision, choose_precision, enable_tf32
 from minialbert.utils import ConfigError, atomic_directory, config_hash, write_json_atomic
 
 logger = logging.getLogger("minialbert.training")
@@ -68,7 +85,11 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    bf16: bool = False
+    precision: Precision = field(default_factory=lambda: Precision("cpu"))
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision.dtype is torch.bfloat16
 
     @property
     def distributed(self) -> bool:
@@ -95,10 +116,50 @@ def setup_runtime(cfg: TrainingConfig) -> Runtime:
         device = torch.device("cpu")
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    bf16 = cfg.bf16
-    if bf16 == "auto":
-        bf16 = use_cuda and torch.cuda.is_bf16_supported()
-    return Runtime(rank=rank, world_size=world_size, local_rank=local_rank, device=device, bf16=bool(bf16))
+    enable_tf32(device)
+    return Runtime(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
+                   precision=choose_precision(cfg.bf16, device))
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How one optimizer step's global batch is split: `world_size` processes x `accumulation`
+    micro-batches of `micro_batch_size` windows each (an epoch's short last batch is split alike)."""
+
+    batch_size: int
+    world_size: int
+    micro_batch_size: int
+    accumulation: int
+
+    @property
+    def micro_batches(self) -> int:
+        return self.world_size * self.accumulation
+
+    def describe(self) -> str:
+        return (f"global batch {self.batch_size} = {self.world_size} process(es) x {self.micro_batch_size} windows "
+                f"x {self.accumulation} accumulation step(s)")
+
+
+def batch_layout(batch_size: int, world_size: int, max_batch_per_device: int | None, where: str = "training"
+                 ) -> BatchLayout:
+    """The fewest equal micro-batches, a multiple of `world_size` of them, none larger than
+    `max_batch_per_device` (null: batch_size / world_size), that make up `batch_size`. So the
+    split does not depend on the number of processes whenever it can (192 at most 48 a device:
+    4 micro-batches of 48, as 1 x 4, 2 x 2 or 4 x 1). ConfigError when `world_size` does not
+    divide `batch_size`."""
+    if batch_size % world_size:
+        raise ConfigError(
+            f"{where}.batch_size: the global batch ({batch_size}) cannot be split evenly over {world_size} processes; "
+            f"use a batch_size that is a multiple of the process count, or {_dividing_counts(batch_size)} processes")
+    cap = max_batch_per_device or batch_size // world_size
+    n = world_size * math.ceil(math.ceil(batch_size / cap) / world_size)
+    while batch_size % n:  # batch_size itself is a multiple of world_size: this ends
+        n += world_size
+    return BatchLayout(batch_size, world_size, batch_size // n, n // world_size)
+
+
+def _dividing_counts(batch_size: int, most: int = 64) -> str:
+    return ", ".join(str(w) for w in range(1, min(batch_size, most) + 1) if batch_size % w == 0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -135,6 +196,8 @@ class TrainLoop:
     output_dir: Path
     checkpoint_dir: Path
     identity: str  # resume_identity of the run config
+    layout: BatchLayout
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
     state: TrainState = field(default_factory=TrainState)
     data: Iterator[dict[str, torch.Tensor]] | None = None  # built last: it starts at the resumed position
     loss_names: list[str] = field(default_factory=list)  # sorted keys of compute_losses, fixed at the first batch
@@ -165,21 +228,21 @@ def prepare_loop(job: TrainingJob, cfg: TrainingConfig, output_dir: str | os.Pat
     if job.to_device is not None:
         job.to_device(rt.device)
     optimizer = build_optimizer(module, cfg.lr, cfg.weight_decay)
-    batches = ResumableBatches(len(job.dataset), cfg.batch_size, seed=cfg.seed, rank=rt.rank,
-                               world_size=rt.world_size)
-    if cfg.max_steps is not None:
-        total_steps = cfg.max_steps
-    else:
-        total_steps = math.ceil(cfg.epochs * batches.batches_per_epoch / cfg.gradient_accumulation_steps)
     output_dir = Path(output_dir)
+    checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else output_dir / "checkpoints"
+    layout = run_layout(cfg, rt.world_size, checkpoint_dir)
+    batches = ResumableBatches(len(job.dataset), cfg.batch_size, layout.micro_batches, seed=cfg.seed, rank=rt.rank,
+                               world_size=rt.world_size)
+    # one optimizer step per global batch, whatever the number of processes: the schedule cannot shift
+    total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * batches.steps_per_epoch
     loop = TrainLoop(
         job=job, rt=rt, module=module, train_module=module, optimizer=optimizer,
         scheduler=linear_schedule(optimizer, cfg.warmup_steps, total_steps), total_steps=total_steps,
-        output_dir=output_dir,
-        checkpoint_dir=Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else output_dir / "checkpoints",
+        output_dir=output_dir, checkpoint_dir=checkpoint_dir,
         identity=resume_identity(run_config, TrainingConfig.operational_keys()),
+        layout=layout, scaler=rt.precision.grad_scaler(),
     )
-    resume_or_start(loop, seed=cfg.seed)
+    resume_or_start(loop, cfg)
     if rt.is_main:
         events_dir = output_dir / "tensorboard"
         lost = loop.state.step > 0 and not any(events_dir.glob("events.out.tfevents.*"))
@@ -209,14 +272,30 @@ def open_event_writer(path: Path, resumed_at: int):
     return SummaryWriter(log_dir=str(path), purge_step=resumed_at + 1 if resumed_at else None)
 
 
-def resume_or_start(loop: TrainLoop, seed: int) -> None:
-    """Load the latest checkpoint into `loop` (rank 0 cuts the log back to it), or start an empty log."""
-    rt = loop.rt
+def resume_or_start(loop: TrainLoop, cfg: TrainingConfig) -> None:
+    """Load the latest checkpoint into `loop` (rank 0 cuts the log back to it), or start an empty
+    log. The checkpoints of a run that completed (kept by keep_checkpoints_when_done) are not
+    resumed: they are removed and the run starts at step 0."""
+    rt, seed = loop.rt, cfg.seed
+    finished = finished_run(loop.checkpoint_dir)
+    if rt.distributed:  # every rank has read the mark before rank 0 removes it
+        torch.distributed.barrier()
+    if finished is not None and rt.is_main:
+        print(f"minialbert: {loop.checkpoint_dir} holds the checkpoints of a completed run (step "
+              f"{finished.get('step')}); starting at step 0 and replacing them", file=sys.stderr, flush=True)
+        clear_checkpoints(loop.checkpoint_dir)
+    if rt.distributed:  # and nobody looks for a checkpoint before they are gone
+        torch.distributed.barrier()
     ckpt = latest_checkpoint(loop.checkpoint_dir)
+    same_world = False
     if ckpt is not None:
-        # Rank 0's RNG state is saved; other ranks reseed below so their dropout streams differ.
+        same_world = check_resumable_layout(ckpt, loop.layout, rt.is_main)
+        # Every rank's RNG states are saved: on as many processes, each rank continues its own
+        # streams (dropout masks, so losses, as uninterrupted); on another number, rank 0
+        # continues its own and the others reseed below, so that their streams still differ.
         loop.state = load_checkpoint(ckpt, module=loop.module, optimizer=loop.optimizer, scheduler=loop.scheduler,
-                                     identity=loop.identity, restore_rng=rt.is_main)
+                                     identity=loop.identity, restore_rng=rt.is_main or same_world,
+                                     scaler=loop.scaler, rank=rt.rank)
         msg = f"resuming from checkpoint {ckpt} at step {loop.state.step} of {loop.total_steps}"
         logger.warning(msg)
         if rt.is_main:
@@ -230,23 +309,57 @@ def resume_or_start(loop: TrainLoop, seed: int) -> None:
     elif rt.is_main:
         loop.output_dir.mkdir(parents=True, exist_ok=True)
         loop.log_path.write_text("")
-    if not rt.is_main:
+    if not rt.is_main and not same_world:
         torch.manual_seed(seed * 7919 + rt.rank * 104729 + loop.state.step)
+
+
+def check_resumable_layout(ckpt: Path, layout: BatchLayout, is_main: bool) -> bool:
+    """A checkpoint resumes with another split of the global batch (another number of processes or
+    max_batch_per_device): its data position counts global batches. Rank 0 says so. True when
+    the checkpoint was written by as many processes as this run has."""
+    written = checkpoint_layout(ckpt)
+    if written["batch_size"] != layout.batch_size:  # the resume identity would refuse it too; this names why
+        raise ConfigError(f"{ckpt}: checkpoint has global batch {written['batch_size']}, training.batch_size is "
+                          f"{layout.batch_size}")
+    if is_main and (written["world_size"], written["micro_batch_size"]) != (layout.world_size,
+                                                                             layout.micro_batch_size):
+        print(f"minialbert: {ckpt} was written by {written['world_size']} process(es) "
+              f"({written['micro_batch_size']} windows x {written['accumulation']} accumulation step(s)); resuming on "
+              f"{layout.describe()}: the same global batches in the same order", file=sys.stderr, flush=True)
+    return written["world_size"] == layout.world_size
+
+
+def run_layout(cfg: TrainingConfig, world_size: int, checkpoint_dir: Path) -> BatchLayout:
+    """This run's `batch_layout`; when it cannot split the global batch and a checkpoint waits to
+    be resumed, the ConfigError names the checkpoint's number of processes and this run's."""
+    try:
+        return batch_layout(cfg.batch_size, world_size, cfg.max_batch_per_device)
+    except ConfigError as e:
+        ckpt = None if finished_run(checkpoint_dir) else latest_checkpoint(checkpoint_dir)
+        if ckpt is None:
+            raise
+        written = checkpoint_layout(ckpt)
+        raise ConfigError(f"{ckpt}: cannot resume on {world_size} processes a checkpoint written by "
+                          f"{written['world_size']} ({written['micro_batch_size']} windows x "
+                          f"{written['accumulation']} accumulation step(s) each): {e}") from None
 
 
 def micro_batches(rows: TaggedRows, batches: ResumableBatches, collate: SeededMLMCollator, state: TrainState, *,
                   num_workers: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless padded, masked batches on `device` from `state`'s data position on, advancing it as they are drawn."""
+    """Endless padded, masked micro-batches of this rank on `device` from `state`'s data position on,
+    `batches.accumulation` per step; the position advances by one step with each step's last one."""
     while True:
-        epoch_list = batches.epoch_batches(state.epoch, state.batch_in_epoch)
+        steps = batches.epoch_steps(state.epoch, state.batch_in_epoch)
         # Its own generator: a DataLoader iterator otherwise draws its base seed from the global
         # RNG, one draw per new iterator, which a resume mid-epoch would add at another point of
         # the stream than the uninterrupted run (dropout masks, and so losses, differed after it).
-        loader = torch.utils.data.DataLoader(rows, batch_sampler=epoch_list, collate_fn=collate,
-                                             num_workers=num_workers, pin_memory=device.type == "cuda",
+        loader = torch.utils.data.DataLoader(rows, batch_sampler=[m for step in steps for m in step],
+                                             collate_fn=collate, num_workers=num_workers,
+                                             pin_memory=device.type == "cuda",
                                              generator=torch.Generator().manual_seed(state.epoch))
-        for batch in loader:
-            state.batch_in_epoch += 1
+        for i, batch in enumerate(loader):
+            if i % batches.accumulation == batches.accumulation - 1:
+                state.batch_in_epoch += 1
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         state.epoch += 1
         state.batch_in_epoch = 0
@@ -263,10 +376,10 @@ def fit(loop: TrainLoop, cfg: TrainingConfig) -> None:
     """
     from tqdm.auto import tqdm
 
-    state, accum = loop.state, cfg.gradient_accumulation_steps
+    state, accum = loop.state, loop.layout.accumulation
     bar = tqdm(total=loop.total_steps, initial=state.step, disable=not loop.rt.is_main, desc="training",
                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
-    window = LossWindow()
+    window = LossWindow(state.log_sums, state.log_steps)  # a resumed run's first log line averages the same steps
     loop.started, loop.wall_before = time.perf_counter(), state.wall_seconds
     loop.module.train()
     with _sigterm_sets_flag(loop), contextlib.closing(bar):
@@ -274,9 +387,15 @@ def fit(loop: TrainLoop, cfg: TrainingConfig) -> None:
             component_sum, tokens = accumulate_gradients(loop, accum)
             losses, step_tokens, sigterm = reduce_across_ranks(loop, component_sum, tokens, accum)
             check_finite(losses, state.step + 1, loop.checkpoint_dir)
+            if loop.scaler is not None:
+                loop.scaler.unscale_(loop.optimizer)  # clip the true gradients
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(loop.module.parameters(), cfg.max_grad_norm)
-            loop.optimizer.step()
+            if loop.scaler is not None:  # skips the update when fp16 gradients overflowed, and lowers the scale
+                loop.scaler.step(loop.optimizer)
+                loop.scaler.update()
+            else:
+                loop.optimizer.step()
             loop.scheduler.step()
             loop.optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -286,6 +405,7 @@ def fit(loop: TrainLoop, cfg: TrainingConfig) -> None:
             bar.update(1)
             if state.step % cfg.log_interval == 0 or state.step == loop.total_steps:
                 log_step(loop, window.pop_mean(), bar)
+            state.log_sums, state.log_steps = window.sums, window.steps
             if sigterm:
                 path = checkpoint(loop, cfg)
                 raise TrainingInterrupted(
@@ -318,16 +438,16 @@ def accumulate_gradients(loop: TrainLoop, accum: int) -> tuple[torch.Tensor, tor
     Returns the loss components summed over the micro-batches, (C,) in `loop.loss_names` order, and the tokens, ().
     """
     rt = loop.rt
-    autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=rt.bf16)
     component_sum = None
     tokens = torch.zeros((), device=rt.device, dtype=torch.float64)
     for micro in range(accum):
         batch = next(loop.data)
         sync = loop.train_module.no_sync() if rt.distributed and micro < accum - 1 else contextlib.nullcontext()
         with sync:
-            with autocast:
+            with rt.precision.autocast():
                 losses = loop.job.compute_losses(loop.train_module, batch)
-            (losses["total"] / accum).backward()
+            loss = losses["total"] / accum
+            (loop.scaler.scale(loss) if loop.scaler is not None else loss).backward()
         if not loop.loss_names:
             loop.loss_names = sorted(losses)
         values = torch.stack([losses[n].detach().float() for n in loop.loss_names])  # (C,)
@@ -408,12 +528,18 @@ def write_events(events, record: Mapping[str, Any]) -> None:
 
 
 def checkpoint(loop: TrainLoop, cfg: TrainingConfig) -> Path | None:
-    """Rank 0 writes `checkpoint_dir/step-N` and returns its path; the other ranks return None."""
+    """Every rank hands in its RNG states; rank 0 writes `checkpoint_dir/step-N` and returns its
+    path, the other ranks return None."""
     loop.state.wall_seconds = loop.wall_seconds()
+    rng_states = [rng_state()]
+    if loop.rt.distributed:  # every rank's streams, so that a resume on as many processes continues each
+        rng_states = [None] * loop.rt.world_size
+        torch.distributed.all_gather_object(rng_states, rng_state())
     if not loop.rt.is_main:
         return None
     return save_checkpoint(loop.checkpoint_dir, module=loop.module, optimizer=loop.optimizer, scheduler=loop.scheduler,
                            state=loop.state, identity=loop.identity, keep=cfg.keep_checkpoints,
+                           layout=dataclasses.asdict(loop.layout), scaler=loop.scaler, rng_states=rng_states,
                            files=[loop.log_path])
 
 
@@ -438,9 +564,10 @@ def _append_log(path: Path, record: Mapping[str, Any]) -> None:
 # finish
 
 
-def finish(loop: TrainLoop, run_config: Mapping[str, Any], resolved: Mapping[str, Any] | None = None
-           ) -> dict[str, Any]:
-    """Rank 0 writes output_dir/model (atomically) and metrics.json; returns the metrics on every rank."""
+def finish(loop: TrainLoop, run_config: Mapping[str, Any], resolved: Mapping[str, Any] | None = None, *,
+           keep_checkpoints: bool = False) -> dict[str, Any]:
+    """Rank 0 writes output_dir/model (atomically) and metrics.json, then removes the checkpoints
+    (`keep_checkpoints`: marks them finished, never to be resumed); returns the metrics on every rank."""
     rt, state = loop.rt, loop.state
     wall = time.perf_counter() - loop.started
     state.wall_seconds = loop.wall_before + wall
@@ -453,6 +580,8 @@ def finish(loop: TrainLoop, run_config: Mapping[str, Any], resolved: Mapping[str
         "tokens_per_second": loop.run_tokens / wall if wall > 0 else None,
         "peak_memory_bytes": peak_memory_bytes(rt.device),
         "world_size": rt.world_size,
+        "batch_layout": dataclasses.asdict(loop.layout),
+        "precision": rt.precision.name,
         "bf16": rt.bf16,
         "device": str(rt.device.type),
         "config": run_config,
@@ -464,6 +593,8 @@ def finish(loop: TrainLoop, run_config: Mapping[str, Any], resolved: Mapping[str
         with atomic_directory(loop.output_dir / "model") as tmp:
             loop.job.save_model(tmp)
         write_json_atomic(loop.output_dir / "metrics.json", metrics)
+        # after the outputs: a run killed before this line resumes (same code) and ends here again
+        finish_checkpoints(loop.checkpoint_dir, keep=keep_checkpoints, step=state.step, identity=loop.identity)
     if rt.distributed:
         torch.distributed.barrier()
     return metrics
@@ -491,7 +622,7 @@ def run_training(job: TrainingJob, cfg: TrainingConfig, *, output_dir: str | os.
     loop = prepare_loop(job, cfg, output_dir, run_config, runtime)
     try:
         fit(loop, cfg)
-        return finish(loop, run_config, resolved)
+        return finish(loop, run_config, resolved, keep_checkpoints=cfg.keep_checkpoints_when_done)
     finally:
         if loop.events is not None:
             loop.events.close()

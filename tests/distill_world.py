@@ -82,8 +82,7 @@ def distill_config(world: dict[str, Path], path: Path, **training) -> Path:
                     "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
         "loss": {"layer_map": None, "weights": {"mlm": 1, "attention": 3, "hidden": 3, "output": 5, "embedding": 0},
                  "temperature": 1.0},
-        "training": {"lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.01, "batch_size": 8,
-                     "gradient_accumulation_steps": 1, "max_steps": 6, "seed": 0, "log_interval": 2,
+        "training": {"lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.01, "batch_size": 8, "max_steps": 6, "seed": 0, "log_interval": 2,
                      "checkpoint_interval": 3, **training},
     }
     path.write_text(yaml.safe_dump(cfg))

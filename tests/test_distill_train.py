@@ -89,7 +89,7 @@ def test_distil_tiny_student_learns_and_writes_outputs(world, tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path / "out" / "model")
     with torch.no_grad():
         assert model(**tok(["the cat sat"], return_tensors="pt")).logits.shape[-1] == model.config.vocab_size
-    assert (tmp_path / "out" / "checkpoints").is_dir()
+    assert not (tmp_path / "out" / "checkpoints").exists()  # a completed run removes its checkpoints
     assert not any(p.name.startswith("step-") for p in (tmp_path / "out" / "model").iterdir())
     # the same scalars as TensorBoard event files beside the log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -296,3 +296,26 @@ def test_torchrun_two_processes_save_one_student(world, tmp_path):
     from transformers import AutoModelForMaskedLM
 
     AutoModelForMaskedLM.from_pretrained(out / "model")
+
+
+def test_distillation_resumed_from_a_periodic_checkpoint_logs_the_uninterrupted_losses_bit_for_bit(world, tmp_path):
+    """The issue's check on a real objective with dropout in the student: 8 steps, a checkpoint
+    every 4 (kept), a log line every 3; the same config resumed from the step-4 checkpoint in a
+    fresh checkpoint dir logs exactly the losses and lr of the uninterrupted run."""
+    cfg_path = distill_config(world, tmp_path / "c.yaml", max_steps=8, checkpoint_interval=4, log_interval=3,
+                              keep_checkpoints_when_done=True, checkpoint_dir=str(tmp_path / "straight-ckpt"))
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["student"].update(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.1)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    _distill(cfg_path, tmp_path / "straight")
+    shutil.copytree(tmp_path / "straight-ckpt" / "step-00000004", tmp_path / "resume-ckpt" / "step-00000004")
+    cfg["training"]["checkpoint_dir"] = str(tmp_path / "resume-ckpt")  # operational: the same resume identity
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    _distill(cfg_path, tmp_path / "resumed")
+    straight, resumed = _log(tmp_path / "straight"), _log(tmp_path / "resumed")
+    assert {"event": "resume", "step": 4, "checkpoint": str(tmp_path / "resume-ckpt" / "step-00000004")} in resumed
+    def computed(log):  # all but the wall clock
+        return [{k: v for k, v in r.items() if k != "elapsed_seconds"} for r in log if "event" not in r]
+
+    assert computed(resumed) == computed(straight)  # every loss component and lr equal, as floats
+    assert [r["step"] for r in computed(straight)] == [3, 6, 8]

@@ -195,8 +195,10 @@ def test_long_sentence_is_split_and_every_word_scored(bert_dir, tmp_path):
                     logits[row, pos, 1 if tokenizer.convert_ids_to_tokens(token) in ("aspirin", "naloxone") else 0] = 1
             return type("Out", (), {"logits": logits})()
 
+    from minialbert.precision import Precision
+
     run = ft.Run(config, task, tokenizer, Oracle(), torch.device("cpu"), {"dev": features},
-                 task.task_type.collator(tokenizer), ("input_ids", "attention_mask"), None)
+                 task.task_type.collator(tokenizer), ("input_ids", "attention_mask"), Precision("cpu"))
     scores = ft.evaluate_split(run, "dev")
     assert scores["f1"] == 1.0 and scores["accuracy"] == 1.0
 

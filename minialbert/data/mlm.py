@@ -1,9 +1,10 @@
-"""MLM batches for the training loop: a windows dataset -> deterministic, rank-sharded batches,
-padded and MLM-masked (15%, 80/10/10) per batch.
+"""MLM batches for the training loop: a windows dataset -> deterministic global batches, split
+over the ranks and gradient accumulation, padded and MLM-masked (15%, 80/10/10) per micro-batch.
 
-Each batch carries a masking seed derived from (seed, epoch, rank, batch index), and a resume
-skips the batches already consumed without reading them: a resumed run sees exactly the batches
-and masks the uninterrupted run would have seen.
+Each micro-batch carries a masking seed derived from (seed, epoch, micro-batch index), and a
+resume skips the steps already taken without reading them: a resumed run sees exactly the
+batches and masks the uninterrupted run would have seen (on another number of processes: the
+same global batches, in the same order).
 """
 
 from __future__ import annotations
@@ -48,29 +49,44 @@ def _batch_seed(seed: int, epoch: int, rank: int, index: int) -> int:
 
 
 class ResumableBatches:
-    """Batches of dataset row indices: a fresh permutation per epoch (seeded), split across
-    ranks with equal counts (the permutation is wrapped around, as DistributedSampler does),
-    each batch tagged with its own masking seed. `epoch_batches(epoch, start)` skips the
-    first `start` batches without touching the data, which is how a resume finds its place."""
+    """Batches of dataset row indices, laid out globally so that the number of processes does
+    not change what is trained: a fresh permutation per epoch (seeded) cut into global batches
+    of `batch_size` rows (one per optimizer step; an epoch's last one may be shorter), each cut
+    into `micro_batches` equal micro-batches (a short last batch is topped up from the epoch's
+    start to a multiple of them), micro-batch j of a step going to rank j // (micro_batches /
+    world_size) as its (j % that)-th accumulation step. Each micro-batch is tagged with a
+    masking seed from (seed, epoch, its index among the epoch's micro-batches), not the rank,
+    so one process accumulating two micro-batches sees the rows and masks two processes see.
+    `epoch_steps(epoch, start)` skips the first `start` steps without touching the data, which
+    is how a resume finds its place, on any number of processes."""
 
-    def __init__(self, num_rows: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_rows: int, batch_size: int, micro_batches: int = 1, *, seed: int, rank: int = 0,
+                 world_size: int = 1):
         if num_rows == 0:
             raise ConfigError("windows dataset: it has no rows")
-        self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
+        if micro_batches % world_size:
+            raise ValueError(f"{micro_batches} micro-batches per step cannot be shared by {world_size} processes")
+        self.num_rows, self.batch_size, self.micro_batches, self.seed = num_rows, batch_size, micro_batches, seed
         self.rank, self.world_size = rank, world_size
-        self.rows_per_rank = math.ceil(num_rows / world_size)
-        self.batches_per_epoch = math.ceil(self.rows_per_rank / batch_size)
+        self.accumulation = micro_batches // world_size
+        self.steps_per_epoch = math.ceil(num_rows / batch_size)
 
-    def epoch_batches(self, epoch: int, start: int = 0) -> list[list[tuple[int, int]]]:
+    def epoch_steps(self, epoch: int, start: int = 0) -> list[list[list[tuple[int, int]]]]:
+        """This rank's micro-batches of the epoch's steps from `start` on: [step][accumulation step] ->
+        [(row, masking seed), ...]."""
         g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
         order = torch.randperm(self.num_rows, generator=g).tolist()
-        total = self.rows_per_rank * self.world_size
-        order = (order * math.ceil(total / self.num_rows))[:total]
-        mine = order[self.rank : total : self.world_size]
+        n = self.micro_batches
         out = []
-        for b in range(start, self.batches_per_epoch):
-            s = _batch_seed(self.seed, epoch, self.rank, b)
-            out.append([(i, s) for i in mine[b * self.batch_size : (b + 1) * self.batch_size]])
+        for step in range(start, self.steps_per_epoch):
+            rows = order[step * self.batch_size : (step + 1) * self.batch_size]
+            rows = rows + (order * n)[: -len(rows) % n]  # a short last batch: equal micro-batches
+            size = len(rows) // n
+            mine = range(self.rank * self.accumulation, (self.rank + 1) * self.accumulation)
+            # "rank" 0 in every seed: one process with one micro-batch a step keeps the seeds (and
+            # so the masks) it drew before batch_size became the global batch
+            out.append([[(i, _batch_seed(self.seed, epoch, 0, step * n + j)) for i in rows[j * size : (j + 1) * size]]
+                        for j in mine])
         return out
 
 
