@@ -64,9 +64,11 @@ from torch import nn
 
 from minialbert.data.mlm import masked_positions_from_labels
 from minialbert.loss_terms import LOSS_TERMS, LossTerm, default_weights, needs_teacher, resolve_terms
-from minialbert.modeling import MiniAlbertForMaskedLM
+from minialbert.modeling import MiniAlbertForMaskedLM, MiniAlbertModel
 from minialbert.recursions import hidden_size, num_layers_and_heads
 
+
+STUDENT_ATTENTION = ("auto", "eager", "recompute")
 
 # ----------------------------------------------------------------------------------------
 # configuration helpers
@@ -240,6 +242,16 @@ class Objective:
     temperature: float
     settings: dict[str, dict[str, Any]]
     widths_differ: bool
+    # How the student hands out attention probabilities (`run_student`): "recompute" (every
+    # recursion on the fused SDPA path, the probabilities recomputed from its queries and keys),
+    # "eager" (the reference path where they are wanted), "auto" (recompute on a GPU, eager on
+    # the CPU, where the extra QK^T costs more than the fused kernel saves; the values agree).
+    student_attention: str = "auto"
+
+    def __post_init__(self):
+        if self.student_attention not in STUDENT_ATTENTION:
+            raise ValueError(f"student_attention: expected one of {', '.join(STUDENT_ATTENTION)}, "
+                             f"got {self.student_attention!r}")
 
     @classmethod
     def resolve(cls, student, teacher, *, layer_map: Sequence[int] | None = None,
@@ -309,7 +321,8 @@ class Objective:
                                 need_attentions="attentions" in wants_teacher,
                                 qkv_layer=qkv["teacher_layer"] if qkv and "qkv" in wants_teacher else None)
         s_logits, s_out = run_student(student, inputs, positions, wants_student,
-                                      qkv_recursion=qkv["student_recursion"] if qkv else None)
+                                      qkv_recursion=qkv["student_recursion"] if qkv else None,
+                                      attention=self.student_attention)
         shared = LossInputs(s_logits, gathered_labels, valid, batch["attention_mask"], s_out, t_out,
                             self.layer_map, self.temperature)
         losses: dict[str, torch.Tensor] = {}
@@ -327,10 +340,12 @@ class Objective:
 
 
 def run_student(student: nn.Module, inputs: Mapping[str, torch.Tensor], positions: torch.Tensor,
-                outputs: set[str], qkv_recursion: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+                outputs: set[str], qkv_recursion: int | None = None, attention: str = "auto"
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The student's MLM logits at `positions` (the head runs there only) and the `outputs`
     asked for (hidden_states, attentions, qkv of recursion `qkv_recursion`). Without
-    attentions the fast (SDPA) path runs."""
+    attentions the fast (SDPA) path runs; with them, a MiniALBERT student recomputes them
+    beside it (`attention`: see `Objective.student_attention`)."""
     kwargs: dict[str, Any] = {}
     if "hidden_states" in outputs:
         kwargs["output_hidden_states"] = True
@@ -341,6 +356,10 @@ def run_student(student: nn.Module, inputs: Mapping[str, torch.Tensor], position
     split = _split_mlm_model(student)
     if split is not None:
         enc, head = split
+        if "attentions" in outputs and isinstance(enc, MiniAlbertModel):
+            device = next(enc.parameters()).device
+            kwargs["recompute_attentions"] = attention == "recompute" or (attention == "auto" and
+                                                                          device.type != "cpu")
         out = enc(**inputs, **kwargs)
         logits = head(_gather_positions(out.last_hidden_state, positions))
     else:
