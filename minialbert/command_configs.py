@@ -242,6 +242,16 @@ class TrainingConfig(Section):
     checkpoint_dir: str | None = option(None, "default: <output>/checkpoints", operational=True)
     keep_checkpoints: int = option(2, "newest checkpoints kept", minimum=1, operational=True)
     num_workers: int = option(0, "DataLoader worker processes", minimum=0, operational=True)
+    pad_to: Literal["max_length"] | int | None = option(
+        None, "pad every batch to this many tokens (max_length: the longest window) with a fixed masked-position "
+        "budget, so every step has one shape (compile, CUDA graphs); null: pad to each batch's longest", minimum=1)
+    compile: Literal["aot_eager", "eager"] | bool = option(
+        False, "torch.compile the training step (teacher forward, student forward and backward, losses): true: "
+        "inductor; aot_eager / eager: Dynamo's debugging backends; give pad_to too, or shapes retrace",
+        operational=True)
+    gradient_checkpointing: bool = option(
+        False, "recompute each recursion's (layer's) activations in the backward pass: less memory, ~1/3 more compute",
+        operational=True)
 
     def check(self, key: str) -> None:
         if (self.max_steps is None) == (self.epochs is None):
@@ -601,6 +611,9 @@ class FinetuneConfig(FinetuneSettings):
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", operational=True)
     threads: int | None = option(None, "torch CPU threads; null: torch's default", minimum=1, operational=True)
     save_model: bool = option(False, "keep the fine-tuned model in <output>/model", operational=True)
+    gradient_checkpointing: bool = option(
+        False, "recompute each recursion's (layer's) activations in the backward pass: less memory, more compute",
+        operational=True)
     provenance: dict | None = option(None, "recorded verbatim in metrics.json (the workflow's identities)",
                                      operational=True)
 

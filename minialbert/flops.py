@@ -29,6 +29,10 @@ import functools
 import time
 from typing import Any
 
+# what the training loop logs beside the losses (train_log.jsonl, TensorBoard perf/*): tokens/s of
+# all ranks, achieved model TFLOP/s of one device, MFU against its peak, peak memory
+PERF_FIELDS = ("tokens_per_second", "tflops_per_second", "mfu", "peak_memory_bytes")
+
 # name fragment (matched in torch.cuda.get_device_name, longest first) -> dense TFLOP/s
 # {"bf16": bf16 (fp16 where the GPU has no bf16), "tf32": TF32 tensor cores, "fp32": plain fp32}
 GPU_PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -190,3 +194,4 @@ def peak_flops(device, precision: str) -> tuple[float | None, str]:
     if device.type == "cpu":
         return measured_cpu_matmul_peak(), f"measured fp32 matmul peak on {torch.get_num_threads()} thread(s)"
     return None, f"{device.type}: no peak known"
+
