@@ -154,17 +154,23 @@ def gpu_peak_tflops(name: str, precision: str) -> float | None:
     return None
 
 
-def measured_cpu_matmul_peak(size: int = 1024, seconds: float = 0.5) -> float:
+def measured_cpu_matmul_peak(size: int = 1024, seconds: float = 0.5, cached: bool = True) -> float:
     """The best rate (FLOP/s) of an fp32 (size x size) @ (size x size) product on this process's
     threads, over repeats for about `seconds` (the fastest repeat: slower ones measure other
-    processes); measured once per process and thread count."""
+    processes); measured once per process, size and thread count unless `cached` is False."""
     import torch
 
-    return _cpu_matmul_peak(size, seconds, torch.get_num_threads())
+    if not cached:
+        return _time_matmul(size, seconds)
+    return _cached_matmul_peak(size, seconds, torch.get_num_threads())
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_matmul_peak(size: int, seconds: float, threads: int) -> float:  # noqa: ARG001 - the cache key
+def _cached_matmul_peak(size: int, seconds: float, threads: int) -> float:  # noqa: ARG001 - part of the key
+    return _time_matmul(size, seconds)
+
+
+def _time_matmul(size: int, seconds: float) -> float:
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)

@@ -474,7 +474,7 @@ class PerfMeter:
         per_second = flops / seconds if flops is not None and seconds > 0 else None
         return {"tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
                 "tflops_per_second": None if per_second is None else round(per_second / 1e12, 6),
-                "mfu": None if per_second is None or not peak else round(per_second / peak, 4),
+                "mfu": None if per_second is None or not peak else round(per_second / peak, 6),
                 "peak_memory_bytes": peak_memory_bytes(self.device)}
 
     def pop_window(self) -> dict[str, float | None]:

@@ -15,6 +15,7 @@ from minialbert.objective import DistillationModule, distillation_losses
 
 from distill_world import one_thread  # noqa: F401
 from test_distill_loss import tiny_batch, tiny_student, tiny_teacher
+from test_finetune import minialbert_dir, run_cli, task_dirs  # noqa: F401 - fixtures
 from tiny_models import batch as model_batch, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,3 +127,21 @@ def test_checkpointing_is_off_in_eval_and_under_no_grad():
     assert calls == []
     model.train()(**inputs)
     assert len(calls) == model.config.num_recursions
+
+
+def test_finetuning_with_gradient_checkpointing_gives_the_same_run(minialbert_dir, task_dirs, tmp_path,
+                                                                    monkeypatch):
+    """`finetune --gradient-checkpointing`: each training recursion runs twice (forward and
+    recompute), the same training loss and dev scores (rel 1e-5), the same config hash (it is
+    operational: how the run computes, not what)."""
+    runs = []
+    original = minialbert.MiniAlbertModel._recursion
+    monkeypatch.setattr(minialbert.MiniAlbertModel, "_recursion",
+                        lambda self, *a: runs.append(self.training) or original(self, *a))
+    plain = run_cli(minialbert_dir, task_dirs["sst2"], tmp_path / "plain", "full")
+    plain_runs, runs[:] = sum(runs), []
+    ckpt = run_cli(minialbert_dir, task_dirs["sst2"], tmp_path / "ckpt", "full", "--gradient-checkpointing")
+    assert sum(runs) == 2 * plain_runs > 0
+    assert ckpt["final_train_loss"] == pytest.approx(plain["final_train_loss"], rel=1e-5)
+    assert ckpt["dev"] == pytest.approx(plain["dev"], rel=1e-5)
+    assert ckpt["config_hash"] == plain["config_hash"]
