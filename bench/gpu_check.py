@@ -59,11 +59,15 @@ def timed(step, steps: int, sync) -> tuple[list[float], float]:
     return times, first
 
 
+def sig(x: float) -> float:
+    """x to 4 significant digits (tiny dry-run figures stay non-zero)."""
+    return float(f"{x:.4g}")
+
+
 def figures(times, tokens, flops, peak, device) -> dict:
     median = statistics.median(times)
-    out = {"seconds_per_step": round(median, 5), "tokens_per_second": round(tokens / median, 1),
-           "tflops_per_second": round(flops / median / 1e12, 5),
-           "mfu": None if not peak else round(flops / median / peak, 4)}
+    out = {"seconds_per_step": sig(median), "tokens_per_second": sig(tokens / median),
+           "tflops_per_second": sig(flops / median / 1e12), "mfu": None if not peak else sig(flops / median / peak)}
     from minialbert.training import peak_memory_bytes  # max allocated on CUDA, max RSS on the CPU
 
     out["peak_memory_bytes"] = peak_memory_bytes(device)
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
         "capability": None if capability is None else f"{capability[0]}.{capability[1]}",
         "native_bf16": native_bf16, "precision": precision, "torch": torch.__version__,
         "cuda": torch.version.cuda, "compile_backend": backend,
-        "peak_tflops": None if peak is None else round(peak / 1e12, 4), "peak_source": peak_source,
+        "peak_tflops": None if peak is None else sig(peak / 1e12), "peak_source": peak_source,
     }
 
     # --- the distillation step
@@ -133,7 +137,7 @@ def main(argv=None) -> int:
             opt.zero_grad(set_to_none=True)
         return step
 
-    distill = {"shape": vars(shape), "tokens_per_step": tokens, "model_tflops_per_step": round(flops / 1e12, 4),
+    distill = {"shape": vars(shape), "tokens_per_step": tokens, "model_tflops_per_step": sig(flops / 1e12),
                "student_attention": "recompute" if cuda else "eager"}
     for name, module in (("eager", engine), ("compiled", compile_step(engine, backend if backend != "inductor"
                                                                       else True))):
@@ -174,7 +178,7 @@ def main(argv=None) -> int:
         torch.cuda.reset_peak_memory_stats(device)
     ft_flops = finetune_step_flops(cfg, ft["batch_size"], ft["max_length"], ft["num_labels"], per_token=False)
     times, first = timed(finetune_step, steps, sync)
-    report["finetune"] = {"shape": ft, "model_tflops_per_step": round(ft_flops / 1e12, 4),
+    report["finetune"] = {"shape": ft, "model_tflops_per_step": sig(ft_flops / 1e12),
                           **figures(times, ids.numel(), ft_flops, peak, device), "first_step_seconds": round(first, 2)}
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
 
