@@ -97,7 +97,8 @@ def make_models(args, device, lora_rank: int = 0):
         vocab_size=args.vocab_size, embedding_size=args.embedding_size, hidden_size=args.hidden_size,
         num_hidden_layers=args.recursions, num_attention_heads=args.heads, intermediate_size=4 * args.hidden_size,
         max_position_embeddings=max(512, args.max_length), use_adapter=True, reduction_factor=16,
-        lora_rank=lora_rank))
+        lora_rank=lora_rank, hidden_dropout_prob=getattr(args, "dropout", 0.1),
+        attention_probs_dropout_prob=getattr(args, "dropout", 0.1)))
     return teacher.to(device).eval(), student.to(device)
 
 
@@ -118,6 +119,23 @@ def make_batch(args, device, seed=0):
     batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": labels}
     batch["masked_positions"] = masked_positions_from_labels(labels)  # built by the collator, off the step
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def compare_steps(module, compiled, batch, autocast) -> dict[str, float]:
+    """The largest relative differences between the eager and the compiled step's losses and
+    gradients (each gradient tensor: max |difference| / max |eager gradient|), on the same batch."""
+    out = []
+    for step in (module, compiled):
+        with autocast:
+            losses = step(batch)
+        losses["total"].backward()
+        out.append(({k: float(v.detach()) for k, v in losses.items()},
+                    {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}))
+        module.zero_grad(set_to_none=True)
+    (losses, grads), (c_losses, c_grads) = out
+    return {"compiled_loss_max_rel_diff": max(abs(c_losses[k] - v) / max(abs(v), 1e-12) for k, v in losses.items()),
+            "compiled_grad_max_rel_diff": max(float((c_grads[n] - g).abs().max() / g.abs().max().clamp(min=1e-12))
+                                              for n, g in grads.items())}
 
 
 def counted_flops(step) -> int:
@@ -148,6 +166,8 @@ def main(argv=None):
                    help="device peak for MFU; default: minialbert.flops' table (GPU) or the measured matmul peak (CPU)")
     p.add_argument("--compile", action="store_true", help="also time the step compiled by torch.compile (inductor)")
     p.add_argument("--check-flops", action="store_true", help="count one step's FLOPs with FlopCounterMode")
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="the student's dropout (0: --compile also compares the compiled step's losses and gradients)")
     p.add_argument("--skip-naive", action="store_true", help="time only the engine (e.g. at shapes where naive OOMs)")
     p.add_argument("--lora-rank", type=int, default=0,
                    help="also time the step of the student relaxed with per-recursion LoRA of this rank")
@@ -208,9 +228,15 @@ def main(argv=None):
     # and the fastest step of each is reported (timeit's rule: slower repeats measure other
     # processes, not this code); medians are reported beside them.
     steps = {"engine": engine_step} if args.skip_naive else {"engine": engine_step, "naive": naive_step}
+    compared = None
     if args.compile:
         # the same module (same parameters, same optimizer), its step compiled; compiled before timing
-        steps["compiled"] = training_step(compile_step(engine, True), opt)
+        compiled = compile_step(engine, True)
+        steps["compiled"] = training_step(compiled, opt)
+        if args.dropout == 0:  # without dropout both must give the same numbers (the first call compiles)
+            t0 = time.perf_counter()
+            compared = compare_steps(engine, compiled, batch, autocast)
+            compared["compile_seconds"] = time.perf_counter() - t0
     if relaxed_step is not None:
         steps["relaxed"] = relaxed_step
     B, T = batch["input_ids"].shape
@@ -242,7 +268,7 @@ def main(argv=None):
         "device": device.type, "bf16": bf16, "hidden_size": args.hidden_size, "teacher_layers": args.teacher_layers,
         "recursions": args.recursions, "heads": args.heads, "vocab_size": args.vocab_size,
         "batch_size": args.batch_size, "max_length": args.max_length, "steps": args.steps, "tokens_per_step": tokens,
-        "lora_rank": args.lora_rank,
+        "lora_rank": args.lora_rank, "dropout": args.dropout,
     }
     for name, ts in times.items():
         best, median = min(ts), statistics.median(ts)
@@ -264,8 +290,11 @@ def main(argv=None):
     if counted is not None:
         result["counted_tflops_per_step"] = round(counted / 1e12, 4)
         result["flop_model_over_counted"] = round(flops / counted, 4)
+    if compared is not None:
+        result.update({k: float(f"{v:.3g}") for k, v in compared.items()})
     if "compiled" in times:
-        result["compile_seconds"] = round(warmup["compiled"], 1)  # the first compiled step: tracing and codegen
+        # the first compiled step: tracing and code generation
+        result["compile_seconds"] = round(compared["compile_seconds"] if compared else warmup["compiled"], 1)
         result["compiled_over_eager"] = round(statistics.median(times["engine"]) / statistics.median(times["compiled"]), 3)
         result["compiled_over_eager_best"] = round(min(times["engine"]) / min(times["compiled"]), 3)
     if "naive" in times:

@@ -223,7 +223,7 @@ def compile_step(module: nn.Module, setting: bool | str) -> nn.Module:
     compiled by torch.compile, whose backward AOTAutograd compiles with it (`setting`: True for
     inductor, or a backend name). The teacher's hooks are installed beforehand
     (`minialbert.objective.prepare_teacher`), so the whole step is one graph; with fixed shapes
-    (training.pad_to) it is traced once (tests/test_engine.py counts Dynamo's compilations)."""
+    (training.pad_to) it is traced once (tests/test_engine_training.py counts Dynamo's compilations)."""
     return torch.compile(module, backend="inductor" if setting is True else setting)
 
 
@@ -479,10 +479,10 @@ class PerfMeter:
 
     def pop_window(self) -> dict[str, float | None]:
         """The figures since the last call (or the start), then a new window."""
-        now = time.perf_counter()
-        out = self._figures(self.tokens, self.flops, now - self.window_started)
+        out = self._figures(self.tokens, self.flops, time.perf_counter() - self.window_started)
         self.run_tokens += self.tokens
-        self.tokens, self.window_started = 0, now
+        # after the figures: the CPU peak is measured at the first call, outside every window
+        self.tokens, self.window_started = 0, time.perf_counter()
         self.flops = None if self.flops is None else 0.0
         return out
 
