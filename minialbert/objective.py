@@ -284,7 +284,8 @@ class Objective:
     # How the student hands out attention probabilities (`run_student`): "recompute" (every
     # recursion on the fused SDPA path, the probabilities recomputed from its queries and keys),
     # "eager" (the reference path where they are wanted), "auto" (recompute on a GPU, eager on
-    # the CPU, where the extra QK^T costs more than the fused kernel saves; the values agree).
+    # the CPU, where no fused kernel is worth the extra QK^T and the dropout draws stay today's;
+    # the values agree).
     student_attention: str = "auto"
 
     def __post_init__(self):
