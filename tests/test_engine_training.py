@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from distill_world import distill_config, make_world, one_thread  # noqa: F401
+from minialbert.utils import ConfigError
 from test_distill_loss import tiny_batch, tiny_student, tiny_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,7 +56,7 @@ def test_fixed_shapes_pad_every_batch_to_the_longest_window_and_a_fixed_budget(w
         assert 0 < labelled == int((batch["masked_positions"] >= 0).sum())  # every labelled position kept
     assert shapes == {((4, longest), collate.budget)}
     short = SeededMLMCollator(tok, 0.15, pad_to=longest - 1, batch_size=4)
-    with pytest.raises(Exception, match=f"training.pad_to: {longest - 1}, but a window has {longest} tokens"):
+    with pytest.raises(ConfigError, match=f"training.pad_to: {longest - 1}, but a window has {longest} tokens"):
         short([{c: windows[i][c] for c in ("input_ids", "attention_mask")} for i in range(len(windows))
                if len(windows[i]["input_ids"]) == longest][:1])
 
