@@ -10,12 +10,21 @@ attention, full-vocabulary logits everywhere, losses with boolean-mask selection
 Prints one JSON line: tokens/s of each, `ratio` (engine speed / naive speed), and, on a GPU, the engine's
 model FLOPs utilisation (`mfu`, against --peak-tflops).
 
+With --compile it also times the same step compiled by torch.compile (inductor; the teacher's
+forward, the student's forward and backward and the losses in one graph), interleaved with the
+eager one, and reports `compiled_over_eager` (eager median seconds per step / compiled median).
+Every run reports the FLOP model's TFLOP per step (`minialbert.flops`) and the achieved fraction
+of the device's peak (`mfu`, `compiled_mfu`): on the CPU against the measured fp32 matmul peak
+(`peak_tflops`, measured in the same process), on a GPU against --peak-tflops.
+With --check-flops, the FLOP model against torch's FlopCounterMode on one step (`flop_model_over_counted`).
+
 With --lora-rank r > 0 it also times the engine's step for the same student relaxed (every
 recursion owns a rank-r LoRA delta on all six linears, Bae et al. 2025), interleaved with the
 plain one, and reports `relaxed_over_engine`: relaxed seconds per step / plain seconds per step.
 
     python bench/distill_throughput.py --hidden-size 256 --teacher-layers 12 --recursions 6 --heads 4 \
         --vocab-size 30522 --batch-size 16 --max-length 128 --steps 3 --device cpu
+    python bench/distill_throughput.py --compile --skip-naive ...   # compiled against eager
 """
 
 from __future__ import annotations
@@ -88,7 +97,8 @@ def make_models(args, device, lora_rank: int = 0):
         vocab_size=args.vocab_size, embedding_size=args.embedding_size, hidden_size=args.hidden_size,
         num_hidden_layers=args.recursions, num_attention_heads=args.heads, intermediate_size=4 * args.hidden_size,
         max_position_embeddings=max(512, args.max_length), use_adapter=True, reduction_factor=16,
-        lora_rank=lora_rank))
+        lora_rank=lora_rank, hidden_dropout_prob=getattr(args, "dropout", 0.1),
+        attention_probs_dropout_prob=getattr(args, "dropout", 0.1)))
     return teacher.to(device).eval(), student.to(device)
 
 
@@ -111,12 +121,34 @@ def make_batch(args, device, seed=0):
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def model_flops_per_step(args, tokens, masked):
-    """Matmul FLOPs the step must do: teacher forward + 3x student (forward + backward), MLM heads at masked positions."""
-    H, T = args.hidden_size, args.max_length
-    layer = 2 * tokens * (4 * H * H + 2 * H * 4 * H) + 2 * 2 * tokens * T * H  # projections + FFN + QK^T, AV
-    head = 2 * masked * (H * H + H * args.vocab_size)
-    return args.teacher_layers * layer + head + 3 * (args.recursions * layer + head)
+def compare_steps(module, compiled, batch, autocast) -> dict[str, float]:
+    """The largest relative differences between the eager and the compiled step's losses and
+    gradients on the same batch (gradients: the largest |difference| over all parameters / the
+    largest |eager gradient|; per tensor it would divide by gradients that are zero in exact
+    arithmetic, e.g. the key bias's, whose eager value is rounding noise)."""
+    out = []
+    for step in (module, compiled):
+        with autocast:
+            losses = step(batch)
+        losses["total"].backward()
+        out.append(({k: float(v.detach()) for k, v in losses.items()},
+                    {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}))
+        module.zero_grad(set_to_none=True)
+    (losses, grads), (c_losses, c_grads) = out
+    return {"compiled_loss_max_rel_diff": max(abs(c_losses[k] - v) / max(abs(v), 1e-12) for k, v in losses.items()),
+            "compiled_grad_max_rel_diff": max(float((c_grads[n] - g).abs().max()) for n, g in grads.items())
+            / max(float(g.abs().max()) for g in grads.values())}
+
+
+def counted_flops(step) -> int:
+    """FLOPs torch's FlopCounterMode counts for one `step()` (SDPA on its math backend, whose
+    matrix products it counts on the CPU too)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def main(argv=None):
@@ -132,15 +164,22 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="autocast (auto: on for CUDA)")
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for MFU (H100/H200 bf16 dense)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="device peak for MFU; default: minialbert.flops' table (GPU) or the measured matmul peak (CPU)")
+    p.add_argument("--compile", action="store_true", help="also time the step compiled by torch.compile (inductor)")
+    p.add_argument("--check-flops", action="store_true", help="count one step's FLOPs with FlopCounterMode")
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="the student's dropout (0: --compile also compares the compiled step's losses and gradients)")
     p.add_argument("--skip-naive", action="store_true", help="time only the engine (e.g. at shapes where naive OOMs)")
     p.add_argument("--lora-rank", type=int, default=0,
                    help="also time the step of the student relaxed with per-recursion LoRA of this rank")
     args = p.parse_args(argv)
 
+    from minialbert.flops import distillation_step_flops, measured_cpu_matmul_peak, peak_flops
     from minialbert.loss_terms import default_weights
     from minialbert.objective import DistillationModule
     from minialbert.recursions import uniform_layer_map
+    from minialbert.training import compile_step
 
     paper_weights = default_weights()
 
@@ -191,11 +230,31 @@ def main(argv=None):
     # and the fastest step of each is reported (timeit's rule: slower repeats measure other
     # processes, not this code); medians are reported beside them.
     steps = {"engine": engine_step} if args.skip_naive else {"engine": engine_step, "naive": naive_step}
+    compared = None
+    if args.compile:
+        # the same module (same parameters, same optimizer), its step compiled; compiled before timing
+        compiled = compile_step(engine, True)
+        steps["compiled"] = training_step(compiled, opt)
+        if args.dropout == 0:  # without dropout both must give the same numbers (the first call compiles)
+            t0 = time.perf_counter()
+            compared = compare_steps(engine, compiled, batch, autocast)
+            compared["compile_seconds"] = time.perf_counter() - t0
     if relaxed_step is not None:
         steps["relaxed"] = relaxed_step
-    for step in steps.values():
+    B, T = batch["input_ids"].shape
+    flops = distillation_step_flops(engine, B, T, batch["masked_positions"].numel())
+    counted = counted_flops(lambda: engine(batch)["total"].backward()) if args.check_flops else None
+    opt.zero_grad(set_to_none=True)
+    warmup = {}
+    for name, step in steps.items():
+        t0 = time.perf_counter()
         step()
-    sync()
+        sync()
+        warmup[name] = time.perf_counter() - t0
+    peak, peak_source = ((args.peak_tflops * 1e12, "--peak-tflops") if args.peak_tflops
+                         else peak_flops(device, "bf16" if bf16 else "fp32"))
+    if device.type == "cpu" and not args.peak_tflops:  # the best of a longer measurement before and after the steps
+        peak = max(peak, measured_cpu_matmul_peak(seconds=2.0, cached=False))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = {name: [] for name in steps}
@@ -205,11 +264,13 @@ def main(argv=None):
             step()
             sync()
             times[name].append(time.perf_counter() - t0)
+    if device.type == "cpu" and not args.peak_tflops:
+        peak = max(peak, measured_cpu_matmul_peak(seconds=2.0, cached=False))
     result = {
         "device": device.type, "bf16": bf16, "hidden_size": args.hidden_size, "teacher_layers": args.teacher_layers,
         "recursions": args.recursions, "heads": args.heads, "vocab_size": args.vocab_size,
         "batch_size": args.batch_size, "max_length": args.max_length, "steps": args.steps, "tokens_per_step": tokens,
-        "lora_rank": args.lora_rank,
+        "lora_rank": args.lora_rank, "dropout": args.dropout,
     }
     for name, ts in times.items():
         best, median = min(ts), statistics.median(ts)
@@ -218,9 +279,26 @@ def main(argv=None):
         result[f"{name}_tokens_per_second_median"] = round(tokens / median, 1)
     if device.type == "cuda":
         result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
-        flops = model_flops_per_step(args, tokens, masked)
-        result["model_tflops_per_step"] = round(flops / 1e12, 3)
-        result["mfu"] = round(flops / min(times["engine"]) / (args.peak_tflops * 1e12), 4)
+    result["model_tflops_per_step"] = round(flops / 1e12, 4)
+    result["masked_positions"] = masked
+    result["peak_tflops"] = None if peak is None else round(peak / 1e12, 4)
+    result["peak_source"] = peak_source
+    result["threads"] = torch.get_num_threads()
+    for name in ("engine", "compiled"):
+        if name in times and peak:  # the median step: the fraction of the peak the step achieves
+            prefix = "" if name == "engine" else "compiled_"
+            result[f"{prefix}mfu"] = round(flops / statistics.median(times[name]) / peak, 4)
+            result[f"{prefix}mfu_best"] = round(flops / min(times[name]) / peak, 4)
+    if counted is not None:
+        result["counted_tflops_per_step"] = round(counted / 1e12, 4)
+        result["flop_model_over_counted"] = round(flops / counted, 4)
+    if compared is not None:
+        result.update({k: float(f"{v:.3g}") for k, v in compared.items()})
+    if "compiled" in times:
+        # the first compiled step: tracing and code generation
+        result["compile_seconds"] = round(compared["compile_seconds"] if compared else warmup["compiled"], 1)
+        result["compiled_over_eager"] = round(statistics.median(times["engine"]) / statistics.median(times["compiled"]), 3)
+        result["compiled_over_eager_best"] = round(min(times["engine"]) / min(times["compiled"]), 3)
     if "naive" in times:
         result["ratio"] = round(min(times["naive"]) / min(times["engine"]), 3)
         result["ratio_median"] = round(statistics.median(times["naive"]) / statistics.median(times["engine"]), 3)

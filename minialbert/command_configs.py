@@ -252,6 +252,16 @@ class TrainingConfig(Section):
         False, "keep the checkpoints of a run that completes (false: removed, so a rerun starts at step 0; a "
         "completed run's kept checkpoints are never resumed either)", operational=True)
     num_workers: int = option(0, "DataLoader worker processes", minimum=0, operational=True)
+    pad_to: Literal["max_length"] | int | None = option(
+        None, "pad every batch to this many tokens (max_length: the longest window) with a fixed masked-position "
+        "budget, so every step has one shape (compile, CUDA graphs); null: pad to each batch's longest", minimum=1)
+    compile: Literal["aot_eager", "eager"] | bool = option(
+        False, "torch.compile the training step (teacher forward, student forward and backward, losses): true: "
+        "inductor; aot_eager / eager: Dynamo's debugging backends; give pad_to too, or shapes retrace",
+        operational=True)
+    gradient_checkpointing: bool = option(
+        False, "recompute each recursion's (layer's) activations in the backward pass: less memory, ~1/3 more compute",
+        operational=True)
 
     RENAMED: ClassVar[dict[str, str]] = {
         "gradient_accumulation_steps": "max_batch_per_device (batch_size is now the global batch of all "
@@ -649,6 +659,9 @@ class FinetuneConfig(FinetuneSettings):
     save_model: bool = option(False, "keep the fine-tuned model in <output>/model", operational=True)
     exits: ExitsConfig | None = option(None, "adaptive depth: exits after every recursion (MiniALBERT only); "
                                              "null: off")
+    gradient_checkpointing: bool = option(
+        False, "recompute each recursion's (layer's) activations in the backward pass: less memory, more compute",
+        operational=True)
     provenance: dict | None = option(None, "recorded verbatim in metrics.json (the workflow's identities)",
                                      operational=True)
 

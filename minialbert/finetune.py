@@ -225,6 +225,10 @@ def setup(config: FinetuneConfig) -> Run:
         raise ConfigError(f"--max-length {config.max_length}: the model {config.model} has only {positions} positions")
     if config.mode == "adapter":
         model = prepare_for_adapter_tuning(model, reduction_factor=config.reduction_factor)
+    if config.gradient_checkpointing:
+        if not model.supports_gradient_checkpointing:
+            raise ConfigError(f"gradient_checkpointing: {type(model).__name__} ({config.model}) does not support it")
+        model.activation_checkpointing_enable({"use_reentrant": False})
     device = pick_device(config.device)
     model.to(device)
     features = {split: kind.encode(task, split, tokenizer, config.max_length) for split in task.splits}

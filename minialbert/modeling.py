@@ -279,12 +279,14 @@ class MiniAlbertAttention(nn.Module):
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)
 
     def forward(self, x, additive_mask, output_attentions: bool = False, params: Overrides | None = None,
-                output_qkv: bool = False):
-        """-> (output, attention probabilities or None, the projected (q, k, v) (B, T, H) or None)."""
+                output_qkv: bool = False, recompute_attentions: bool = False):
+        """-> (output, attention probabilities or None, the projected (q, k, v) (B, T, H) or None).
+        `recompute_attentions`: the probabilities asked for are recomputed from q and k beside
+        the fused context (what the teacher side does) instead of running the reference path."""
         qkv = tuple(_linear(self, name, x, params) for name in ("query", "key", "value"))
         q, k, v = (self._heads(t) for t in qkv)
         p_drop = self.attention_dropout if self.training else 0.0
-        if output_attentions:
+        if output_attentions and not recompute_attentions:
             # Reference path: the probabilities are materialised because the caller wants them.
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
             probs = torch.softmax(scores + additive_mask, dim=-1)
@@ -293,6 +295,11 @@ class MiniAlbertAttention(nn.Module):
             # Fast path: fused kernel, same computation (tested against the reference path).
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask, dropout_p=p_drop)
             probs = None
+            if output_attentions:
+                # Only the loss reads these: the context above never materialises them, and on a
+                # GPU the fused kernel's memory-bound chain stays fused. Dropout draws differ from
+                # the reference path's (another kernel), the probabilities are the same.
+                probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + additive_mask, dim=-1)
         B, _, T, _ = context.shape
         context = context.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
         out = _norm(self, "LayerNorm", x + self.output_dropout(_linear(self, "dense", context, params)), params,
@@ -345,7 +352,7 @@ class MiniAlbertPreTrainedModel(PreTrainedModel):
     config_class = MiniAlbertConfig
     config: MiniAlbertConfig
     base_model_prefix = "minialbert"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # per recursion: MiniAlbertModel.recursion
     _supports_sdpa = True
     _no_split_modules = ["MiniAlbertLayer"]
 
@@ -387,6 +394,9 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         self.att_adapters = self.ffn_adapters = None
         if config.use_adapter:
             self.att_adapters, self.ffn_adapters = self._new_adapters(config)
+        # Set by `activation_checkpointing_enable()` (with `_gradient_checkpointing_func`): each
+        # recursion's activations are recomputed in the backward pass instead of being stored.
+        self.gradient_checkpointing = False
         self.post_init()
 
     @property
@@ -435,10 +445,20 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         additive_mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
         return h, additive_mask
 
-    def recursion(self, i: int, h, additive_mask, output_attentions: bool = False, output_qkv: bool = False):
+    def recursion(self, i: int, h, additive_mask, output_attentions: bool = False, output_qkv: bool = False,
+                  recompute_attentions: bool = False):
         """Recursion i on its input h (B, T, H): shared layer `config.recursion_layers[i]` with
         recursion i's adapters and relaxation -> (h, attention probabilities or None, (q, k, v) or None).
-        Any recursion's output is a valid input of the next: adaptive depth steps through these."""
+        Any recursion's output is a valid input of the next: adaptive depth steps through these.
+        With activation checkpointing on (training, grad enabled), the step is one checkpoint."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # positional arguments: the reentrant variant of torch's checkpoint takes no keywords
+            return self._gradient_checkpointing_func(self._recursion, i, h, additive_mask, output_attentions,
+                                                     output_qkv, recompute_attentions)
+        return self._recursion(i, h, additive_mask, output_attentions, output_qkv, recompute_attentions)
+
+    def _recursion(self, i: int, h, additive_mask, output_attentions: bool, output_qkv: bool,
+                   recompute_attentions: bool):
         layer = self.shared_layers[self.config.recursion_layers[i]]
         att_params = ffn_params = None
         if self.relaxations is not None:
@@ -448,7 +468,8 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
                           if k.startswith("feed_forward.")}
         if self.att_adapters is not None:
             h = self.att_adapters[i](h)
-        h, probs, qkv = layer.attention(h, additive_mask, output_attentions, att_params, output_qkv)
+        h, probs, qkv = layer.attention(h, additive_mask, output_attentions, att_params, output_qkv,
+                                        recompute_attentions)
         if self.ffn_adapters is not None:
             h = self.ffn_adapters[i](h)
         return layer.feed_forward(h, ffn_params), probs, qkv
@@ -462,10 +483,13 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         output_qkv: int | None = None,
+        recompute_attentions: bool = False,
         **kwargs,
     ):
         """`output_qkv=i` also returns recursion i's projected queries, keys and values
-        (B, T, H) as `qkv` (what relation distillation compares); negative i counts from the end."""
+        (B, T, H) as `qkv` (what relation distillation compares); negative i counts from the end.
+        `recompute_attentions`: every recursion runs the fused (SDPA) path and the attentions
+        asked for are recomputed from its queries and keys (same values; see MiniAlbertAttention)."""
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -478,7 +502,8 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         N, qkv = self.config.num_hidden_layers, None
         qkv_at = None if output_qkv is None else range(N)[output_qkv]
         for i in range(N):
-            h, probs, captured = self.recursion(i, h, additive_mask, output_attentions, i == qkv_at)
+            h, probs, captured = self.recursion(i, h, additive_mask, output_attentions, i == qkv_at,
+                                                recompute_attentions)
             qkv = captured if i == qkv_at else qkv
             if output_hidden_states:
                 hidden_states.append(h)

@@ -55,6 +55,7 @@ term needing a projection that was not created (weight 0, sizes differ) is left 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -64,9 +65,11 @@ from torch import nn
 
 from minialbert.data.mlm import masked_positions_from_labels
 from minialbert.loss_terms import LOSS_TERMS, LossTerm, default_weights, needs_teacher, resolve_terms
-from minialbert.modeling import MiniAlbertForMaskedLM
+from minialbert.modeling import MiniAlbertForMaskedLM, MiniAlbertModel
 from minialbert.recursions import hidden_size, num_layers_and_heads
 
+
+STUDENT_ATTENTION = ("auto", "eager", "recompute")
 
 # ----------------------------------------------------------------------------------------
 # configuration helpers
@@ -148,17 +151,11 @@ def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: 
     if qkv_layer is not None and attn_mods is None:
         raise ValueError(f"relation distillation needs a BERT-family teacher (query/key/value projections per "
                          f"layer); {type(teacher).__name__} has none")
-    captured: dict[tuple[int, str], torch.Tensor] = {}
-    handles = []
     eager_attentions = None
     parts = {j: ("query", "key") for j in wanted} if attn_mods is not None else {}
     if qkv_layer is not None:
         parts[qkv_layer] = ("query", "key", "value")
-    for j, names in parts.items():
-        for part in names:
-            def hook(mod, args, out, j=j, part=part):  # noqa: ARG001
-                captured[(j, part)] = out
-            handles.append(getattr(attn_mods[j], part).register_forward_hook(hook))
+    projections = _capture_projections(attn_mods, parts)
     split = _split_mlm_model(teacher)
     try:
         if wanted and attn_mods is None:
@@ -178,8 +175,9 @@ def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: 
             hidden = out.hidden_states
             logits_all = out.logits
     finally:
-        for h in handles:
-            h.remove()
+        captured = {}
+        for key, module in projections.items():
+            captured[key] = module.__dict__.pop("_minialbert_output", None)  # nothing outlives the step
     if logits_all is None:
         logits = head(_gather_positions(hidden[-1], positions))
     else:
@@ -195,6 +193,49 @@ def run_teacher(teacher: nn.Module, inputs: Mapping[str, torch.Tensor], layers: 
                      for j in wanted}
     qkv = None if qkv_layer is None else tuple(captured[(qkv_layer, part)] for part in ("query", "key", "value"))
     return {"hidden_states": hidden, "logits": logits, "attentions": probs, "qkv": qkv}
+
+
+def _keep_output(module: nn.Module, args, output) -> None:  # noqa: ARG001
+    module._minialbert_output = output
+
+
+def _capture_projections(attn_mods, parts: Mapping[int, Sequence[str]]) -> dict[tuple[int, str], nn.Module]:
+    """{(j, part): layer j's `part` projection} for every (j, part) in `parts`, each with a
+    forward hook that keeps its last output as `_minialbert_output`. The hooks are registered
+    once and kept (registering and removing them at every step would break a compiled step's
+    graph); they travel with a deep copy of the teacher and write to the module they run on."""
+    out = {}
+    for j, names in parts.items():
+        for part in names:
+            module = getattr(attn_mods[j], part)
+            if not getattr(module, "_minialbert_keeps_output", False):
+                module.register_forward_hook(_keep_output)
+                module._minialbert_keeps_output = True
+            out[(j, part)] = module
+    return out
+
+
+def prepare_teacher(teacher: nn.Module, layers: Sequence[int], qkv_layer: int | None = None) -> None:
+    """Install, once and before any step runs, every forward hook a teacher pass uses: ours on
+    the projections of `layers` (query, key) and of `qkv_layer` (query, key, value), and
+    transformers' own output-capturing hooks. A compiled step then traces through them and never
+    meets a hook being registered (a graph break that leaves the whole teacher pass eager)."""
+    attn_mods = _self_attention_modules(teacher)
+    if attn_mods is not None:
+        parts = {j: ("query", "key") for j in layers}
+        if qkv_layer is not None:
+            parts[qkv_layer] = ("query", "key", "value")
+        _capture_projections(attn_mods, parts)
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # another transformers version: it installs them at the first call
+        return
+    from transformers import PreTrainedModel
+
+    for module in teacher.modules():
+        if isinstance(module, PreTrainedModel) and hasattr(module, "config"):
+            with contextlib.suppress(Exception):  # a model without recordable outputs
+                maybe_install_capturing_hooks(module)
 
 
 def _gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -246,6 +287,17 @@ class Objective:
     temperature: float
     settings: dict[str, dict[str, Any]]
     widths_differ: bool
+    # How the student hands out attention probabilities (`run_student`): "recompute" (every
+    # recursion on the fused SDPA path, the probabilities recomputed from its queries and keys),
+    # "eager" (the reference path where they are wanted), "auto" (recompute on a GPU, eager on
+    # the CPU, where no fused kernel is worth the extra QK^T and the dropout draws stay today's;
+    # the values agree).
+    student_attention: str = "auto"
+
+    def __post_init__(self):
+        if self.student_attention not in STUDENT_ATTENTION:
+            raise ValueError(f"student_attention: expected one of {', '.join(STUDENT_ATTENTION)}, "
+                             f"got {self.student_attention!r}")
 
     @classmethod
     def resolve(cls, student, teacher, *, layer_map: Sequence[int] | None = None,
@@ -315,7 +367,8 @@ class Objective:
                                 need_attentions="attentions" in wants_teacher,
                                 qkv_layer=qkv["teacher_layer"] if qkv and "qkv" in wants_teacher else None)
         s_logits, s_out = run_student(student, inputs, positions, wants_student,
-                                      qkv_recursion=qkv["student_recursion"] if qkv else None)
+                                      qkv_recursion=qkv["student_recursion"] if qkv else None,
+                                      attention=self.student_attention)
         split = _split_mlm_model(student)
         shared = LossInputs(s_logits, gathered_labels, valid, batch["attention_mask"], s_out, t_out,
                             self.layer_map, self.temperature, positions=positions,
@@ -335,10 +388,12 @@ class Objective:
 
 
 def run_student(student: nn.Module, inputs: Mapping[str, torch.Tensor], positions: torch.Tensor,
-                outputs: set[str], qkv_recursion: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+                outputs: set[str], qkv_recursion: int | None = None, attention: str = "auto"
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The student's MLM logits at `positions` (the head runs there only) and the `outputs`
     asked for (hidden_states, attentions, qkv of recursion `qkv_recursion`). Without
-    attentions the fast (SDPA) path runs."""
+    attentions the fast (SDPA) path runs; with them, a MiniALBERT student recomputes them
+    beside it (`attention`: see `Objective.student_attention`)."""
     kwargs: dict[str, Any] = {}
     if "hidden_states" in outputs:
         kwargs["output_hidden_states"] = True
@@ -349,6 +404,10 @@ def run_student(student: nn.Module, inputs: Mapping[str, torch.Tensor], position
     split = _split_mlm_model(student)
     if split is not None:
         enc, head = split
+        if "attentions" in outputs and isinstance(enc, MiniAlbertModel):
+            device = next(enc.parameters()).device
+            kwargs["recompute_attentions"] = attention == "recompute" or (attention == "auto" and
+                                                                          device.type != "cpu")
         out = enc(**inputs, **kwargs)
         logits = head(_gather_positions(out.last_hidden_state, positions))
     else:
@@ -393,6 +452,8 @@ class DistillationModule(nn.Module):
         object.__setattr__(self, "_teacher", teacher if objective.uses_teacher else None)
         if self._teacher is not None:
             self._teacher.eval().requires_grad_(False)
+            relation = objective.settings.get("relation")
+            prepare_teacher(self._teacher, objective.layer_map, relation["teacher_layer"] if relation else None)
         self.projection_names = objective.projected_terms()
         for name in self.projection_names:
             setattr(self, f"{name}_projection", nn.Linear(hidden_size(student), hidden_size(teacher)))

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from minialbert.flops import PERF_FIELDS
 from minialbert.loss_terms import LOSS_TERMS
 
 MODE_MARKERS = {"full": "o", "adapter": "^"}
@@ -135,7 +136,8 @@ def loss_panels(logs: Iterable[list[dict]]) -> list[str]:
     the total, then anything else the loop logged (step, epoch, lr and counters left out)."""
     keys = {k for records in logs for r in records for k in r}
     components = [c for c in (*LOSS_TERMS, "total") if c in keys]
-    return components + sorted(keys - set(components) - {"step", "epoch", "lr", "tokens_seen", "elapsed_seconds"})
+    counters = {"step", "epoch", "lr", "tokens_seen", "elapsed_seconds", *PERF_FIELDS}
+    return components + sorted(keys - set(components) - counters)
 
 
 def plot_loss_curves(train_logs: Mapping[str, str | Path], path: str | Path,

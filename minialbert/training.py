@@ -60,7 +60,8 @@ from minialbert.checkpoints import (
     rng_state,
     save_checkpoint,
 )
-from minialbert.data.mlm import WINDOW_COLUMNS, ResumableBatches, SeededMLMCollator, TaggedRows
+from minialbert.data.mlm import WINDOW_COLUMNS, ResumableBatches, SeededMLMCollator, TaggedRows, longest_window
+from minialbert.flops import PERF_FIELDS, distillation_step_flops, peak_flops
 from minialbert.precision import Precision, choose_precision, enable_tf32
 from minialbert.utils import ConfigError, atomic_directory, config_hash, write_json_atomic
 
@@ -207,6 +208,7 @@ class TrainLoop:
     wall_before: float = 0.0  # wall seconds of earlier runs, from the checkpoint
     sigterm: bool = False  # set by the SIGTERM handler while `fit` runs
     events: Any = None  # TensorBoard SummaryWriter (rank 0, when tensorboard is installed)
+    perf: PerfMeter = field(default_factory=lambda: PerfMeter())  # tokens/s, FLOP/s, MFU per log window and run
 
     @property
     def log_path(self) -> Path:
@@ -225,6 +227,8 @@ def prepare_loop(job: TrainingJob, cfg: TrainingConfig, output_dir: str | os.Pat
     """Put the job on its device, build optimizer, schedule and data, and resume from the latest checkpoint."""
     rt = runtime or setup_runtime(cfg)
     module = job.module.to(rt.device)
+    if cfg.gradient_checkpointing:
+        enable_activation_checkpointing(module)
     if job.to_device is not None:
         job.to_device(rt.device)
     optimizer = build_optimizer(module, cfg.lr, cfg.weight_decay)
@@ -254,10 +258,36 @@ def prepare_loop(job: TrainingJob, cfg: TrainingConfig, output_dir: str | os.Pat
         loop.train_module = nn.parallel.DistributedDataParallel(
             module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
         )
+    if cfg.compile:
+        loop.train_module = compile_step(loop.train_module, cfg.compile)
+    loop.perf = PerfMeter(precision="bf16" if rt.bf16 else "fp32", device=rt.device)
     rows = TaggedRows(job.dataset, tuple(c for c in job.columns if c in job.dataset.column_names))
-    collate = SeededMLMCollator(job.tokenizer, cfg.mlm_probability)
+    pad_to = longest_window(job.dataset) if cfg.pad_to == "max_length" else cfg.pad_to
+    collate = SeededMLMCollator(job.tokenizer, cfg.mlm_probability, pad_to=pad_to, batch_size=batches.batch_size)
     loop.data = micro_batches(rows, batches, collate, loop.state, num_workers=cfg.num_workers, device=rt.device)
     return loop
+
+
+def enable_activation_checkpointing(module: nn.Module) -> None:
+    """Activation checkpointing on every model in `module` that supports it (the student: per
+    recursion), non-reentrant (dropout masks are replayed: the same gradients)."""
+    from transformers import PreTrainedModel
+
+    models = [m for m in module.modules() if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing]
+    if not models:
+        raise ConfigError(f"training.gradient_checkpointing: no model in {type(module).__name__} supports it")
+    for model in models:  # the outermost ones: enabling a model enables the models inside it
+        if not any(other is not model and any(model is m for m in other.modules()) for other in models):
+            model.activation_checkpointing_enable({"use_reentrant": False})
+
+
+def compile_step(module: nn.Module, setting: bool | str) -> nn.Module:
+    """`module` (the student's step: its forward runs the teacher, the student and the losses)
+    compiled by torch.compile, whose backward AOTAutograd compiles with it (`setting`: True for
+    inductor, or a backend name). The teacher's hooks are installed beforehand
+    (`minialbert.objective.prepare_teacher`), so the whole step is one graph; with fixed shapes
+    (training.pad_to) it is traced once (tests/test_engine_training.py counts Dynamo's compilations)."""
+    return torch.compile(module, backend="inductor" if setting is True else setting)
 
 
 def open_event_writer(path: Path, resumed_at: int):
@@ -381,6 +411,7 @@ def fit(loop: TrainLoop, cfg: TrainingConfig) -> None:
                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
     window = LossWindow(state.log_sums, state.log_steps)  # a resumed run's first log line averages the same steps
     loop.started, loop.wall_before = time.perf_counter(), state.wall_seconds
+    loop.perf.window_started = loop.perf.run_started = loop.started
     loop.module.train()
     with _sigterm_sets_flag(loop), contextlib.closing(bar):
         while state.step < loop.total_steps:
@@ -401,6 +432,7 @@ def fit(loop: TrainLoop, cfg: TrainingConfig) -> None:
             state.step += 1
             state.tokens_seen += step_tokens
             loop.run_tokens += step_tokens
+            loop.perf.tokens += step_tokens
             window.add(losses)
             bar.update(1)
             if state.step % cfg.log_interval == 0 or state.step == loop.total_steps:
@@ -450,6 +482,7 @@ def accumulate_gradients(loop: TrainLoop, accum: int) -> tuple[torch.Tensor, tor
             (loop.scaler.scale(loss) if loop.scaler is not None else loss).backward()
         if not loop.loss_names:
             loop.loss_names = sorted(losses)
+        loop.perf.add_batch(loop.module, batch)
         values = torch.stack([losses[n].detach().float() for n in loop.loss_names])  # (C,)
         component_sum = values if component_sum is None else component_sum + values
         tokens += batch["attention_mask"].sum()
@@ -509,22 +542,76 @@ def log_step(loop: TrainLoop, losses: dict[str, float], bar) -> None:
         return
     state = loop.state
     record = {"step": state.step, "epoch": state.epoch, "lr": loop.scheduler.get_last_lr()[0],
-              "tokens_seen": state.tokens_seen, "elapsed_seconds": round(loop.wall_seconds(), 3), **losses}
+              "tokens_seen": state.tokens_seen, "elapsed_seconds": round(loop.wall_seconds(), 3), **losses,
+              **loop.perf.pop_window()}
     _append_log(loop.log_path, record)
     if loop.events is not None:
         write_events(loop.events, record)
     bar.set_postfix({n: f"{v:.4g}" for n, v in losses.items() if n == "total" or len(losses) < 4})
 
 
-LOG_FIELDS = ("step", "epoch", "lr", "tokens_seen", "elapsed_seconds")  # the rest of a record: loss components
+LOG_FIELDS = ("step", "epoch", "lr", "tokens_seen", "elapsed_seconds", *PERF_FIELDS)  # the rest: loss components
 
 
 def write_events(events, record: Mapping[str, Any]) -> None:
-    """One train_log.jsonl record as TensorBoard scalars: loss/<component> and lr."""
+    """One train_log.jsonl record as TensorBoard scalars: loss/<component>, lr and perf/<field>."""
     for name, value in record.items():
         if name not in LOG_FIELDS:
             events.add_scalar(f"loss/{name}", value, record["step"])
+        elif name in PERF_FIELDS and value is not None:
+            events.add_scalar(f"perf/{name}", value, record["step"])
     events.add_scalar("lr", record["lr"], record["step"])
+
+
+@dataclass
+class PerfMeter:
+    """Tokens (all ranks) and model FLOPs (this rank: `minialbert.flops`, from each micro-batch's
+    shape, no device sync) since the last log line and since the run started, and what they
+    make per second against the device's peak (`minialbert.flops.peak_flops`): MFU."""
+
+    precision: str = "fp32"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    tokens: int = 0
+    flops: float | None = 0.0
+    run_tokens: int = 0
+    run_flops: float | None = 0.0
+    window_started: float = field(default_factory=time.perf_counter)
+    run_started: float = field(default_factory=time.perf_counter)
+
+    def add_batch(self, module: nn.Module, batch: Mapping[str, torch.Tensor]) -> None:
+        if self.flops is None:
+            return
+        if not hasattr(module, "objective"):  # not a DistillationModule: no FLOP model, no MFU
+            self.flops = self.run_flops = None
+            return
+        B, T = batch["input_ids"].shape
+        flops = distillation_step_flops(module, B, T, batch["masked_positions"].numel())
+        self.flops += flops
+        self.run_flops += flops
+
+    def _figures(self, tokens: int, flops: float | None, seconds: float) -> dict[str, float | None]:
+        peak = peak_flops(self.device, self.precision)[0] if flops is not None else None
+        per_second = flops / seconds if flops is not None and seconds > 0 else None
+        return {"tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+                "tflops_per_second": None if per_second is None else round(per_second / 1e12, 6),
+                "mfu": None if per_second is None or not peak else round(per_second / peak, 6),
+                "peak_memory_bytes": peak_memory_bytes(self.device)}
+
+    def pop_window(self) -> dict[str, float | None]:
+        """The figures since the last call (or the start), then a new window."""
+        out = self._figures(self.tokens, self.flops, time.perf_counter() - self.window_started)
+        self.run_tokens += self.tokens
+        # after the figures: the CPU peak is measured at the first call, outside every window
+        self.tokens, self.window_started = 0, time.perf_counter()
+        self.flops = None if self.flops is None else 0.0
+        return out
+
+    def run_means(self) -> dict[str, float | None]:
+        """The figures over the whole run of this process (compilation and the first steps included)."""
+        out = self._figures(self.run_tokens + self.tokens, self.run_flops, time.perf_counter() - self.run_started)
+        out.pop("tokens_per_second")  # metrics.json has it already (same definition)
+        out["peak_flops_source"] = peak_flops(self.device, self.precision)[1] if self.run_flops is not None else None
+        return out
 
 
 def checkpoint(loop: TrainLoop, cfg: TrainingConfig) -> Path | None:
@@ -579,6 +666,7 @@ def finish(loop: TrainLoop, run_config: Mapping[str, Any], resolved: Mapping[str
         "wall_seconds": state.wall_seconds,
         "tokens_per_second": loop.run_tokens / wall if wall > 0 else None,
         "peak_memory_bytes": peak_memory_bytes(rt.device),
+        **loop.perf.run_means(),
         "world_size": rt.world_size,
         "batch_layout": dataclasses.asdict(loop.layout),
         "precision": rt.precision.name,

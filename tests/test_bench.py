@@ -59,3 +59,25 @@ def test_distill_throughput_times_the_relaxed_step_beside_the_plain_one():
     assert figures["lora_rank"] == 4 and "naive_seconds_per_step" not in figures
     assert figures["relaxed_seconds_per_step"] > 0 and figures["engine_seconds_per_step"] > 0
     assert figures["relaxed_over_engine"] > 0 and figures["relaxed_over_engine_median"] > 0
+
+
+def test_gpu_check_dry_writes_every_field(tmp_path):
+    """`bash bench/gpu_check.sh --dry` (what CI runs): the JSON in $OUT with every field, the
+    compiled step's figures beside the eager one's and the fine-tuning step's."""
+    import os
+
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    subprocess.run(["bash", "bench/gpu_check.sh", "--dry"], cwd=ROOT, env=env, capture_output=True, text=True,
+                   check=True, timeout=600)
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["dry"] is True and report["device"] == "cpu" and report["capability"] is None
+    assert report["native_bf16"] is False and report["precision"] == "fp32" and report["compile_backend"] == "aot_eager"
+    assert report["sdpa_backend"] in ("math", "flash_attention", "efficient_attention")
+    assert report["peak_tflops"] > 0 and "measured" in report["peak_source"]
+    step = ("seconds_per_step", "tokens_per_second", "tflops_per_second", "mfu", "peak_memory_bytes")
+    for part in (report["distill"]["eager"], report["distill"]["compiled"], report["finetune"]):
+        assert all(part[k] > 0 for k in step), part
+    assert report["distill"]["compiled_over_eager"] > 0 and report["distill"]["model_tflops_per_step"] > 0
+    assert report["distill"]["shape"]["batch_size"] == 2 and report["finetune"]["shape"]["max_length"] == 16
+    for key in ("torch", "cuda", "wall_seconds", "student_attention"):
+        assert key in report or key in report["distill"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,29 +110,72 @@ class TaggedRows(torch.utils.data.Dataset):
         return self.__getitems__([key])[0]
 
 
-def masked_positions_from_labels(labels: torch.Tensor, multiple_of: int = 8) -> torch.Tensor:
-    """Flat indices of labelled positions, padded with -1 to a multiple of `multiple_of`.
+def masked_positions_from_labels(labels: torch.Tensor, multiple_of: int = 8, budget: int | None = None
+                                 ) -> torch.Tensor:
+    """Flat indices of labelled positions, padded with -1 to a multiple of `multiple_of`, or to
+    `budget` entries (a fixed K: every batch has the same shape) when they fit in it.
     (On the CPU, in the collator, so the training step never waits on a data-dependent size.)"""
     flat = (labels.reshape(-1) != -100).nonzero().squeeze(1)
     k = max(multiple_of, -(-flat.numel() // multiple_of) * multiple_of)
+    if budget is not None:
+        if flat.numel() > budget:
+            # Some 6 standard deviations above the mean (`masked_budget`): all positions are
+            # kept (the loss stays exact) at the cost of one new shape (a recompile).
+            warnings.warn(f"{flat.numel()} masked positions exceed the fixed budget of {budget}: this batch "
+                          f"has its own shape", stacklevel=2)
+        k = max(k, budget)
     out = torch.full((k,), -1, dtype=torch.long, device=labels.device)
     out[: flat.numel()] = flat
     return out
 
 
+def masked_budget(batch_size: int, length: int, mlm_probability: float) -> int:
+    """A fixed number K of masked positions per (batch_size, length) batch that a batch exceeds
+    with negligible probability: the mean of the binomial count over all B x T positions plus 6
+    standard deviations (special tokens and padding are never masked, so the true count is
+    lower), rounded up to a multiple of 8. Padding entries (-1) weigh zero in every loss."""
+    n = batch_size * length
+    mean, sd = n * mlm_probability, math.sqrt(n * mlm_probability * (1 - mlm_probability))
+    return min(-(-n // 8) * 8, -(-math.ceil(mean + 6 * sd) // 8) * 8)
+
+
+def longest_window(dataset) -> int:
+    """The longest row of a windows dataset's input_ids (read from the Arrow lengths, not the rows)."""
+    import pyarrow.compute as pc
+
+    column = dataset.data.column("input_ids")
+    return int(pc.max(pc.list_value_length(column)).as_py() or 0)
+
+
 class SeededMLMCollator:
     """Pads and MLM-masks a batch with `DataCollatorForLanguageModeling` (15%, 80/10/10 by
     default), re-seeding its generator from the batch's tag so masks are reproducible. Adds
-    `masked_positions` (flat indices of the labelled positions, padded with -1)."""
+    `masked_positions` (flat indices of the labelled positions, padded with -1).
 
-    def __init__(self, tokenizer, mlm_probability: float = 0.15):
+    `pad_to` L: every batch is padded to exactly L tokens and its masked positions to
+    `masked_budget` entries, so that every step has one shape (a compiled step never retraces,
+    CUDA graphs become possible); the masks are drawn over the padded shape, so they differ from
+    those of dynamic padding (same distribution)."""
+
+    def __init__(self, tokenizer, mlm_probability: float = 0.15, *, pad_to: int | None = None,
+                 batch_size: int | None = None):
         from transformers import DataCollatorForLanguageModeling
 
-        self.collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=True, mlm_probability=mlm_probability)
+        self.pad_to = pad_to
+        self.budget = None if pad_to is None else masked_budget(batch_size, pad_to, mlm_probability)
+        # Padding to a multiple of L pads to exactly L when no window is longer (checked per batch).
+        self.collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=True, mlm_probability=mlm_probability,
+                                                        pad_to_multiple_of=pad_to)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         seed = examples[0].pop("_seed", None)
+        if self.pad_to is not None:
+            longest = max(len(e["input_ids"]) for e in examples)
+            if longest > self.pad_to:
+                raise ConfigError(f"training.pad_to: {self.pad_to}, but a window has {longest} tokens "
+                                  f"(expected max_length, or a length >= the longest window)")
         self.collator.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         batch = dict(self.collator(examples))
-        batch["masked_positions"] = masked_positions_from_labels(batch["labels"])  # (K,), K a multiple of 8
+        # (K,): K a multiple of 8, or the fixed budget
+        batch["masked_positions"] = masked_positions_from_labels(batch["labels"], budget=self.budget)
         return batch
