@@ -47,11 +47,37 @@ def make_demo(job: Any, cfg: dict) -> None:
 
 
 @runner
+def fetch_hub_dataset(job: Any, cfg: dict) -> None:
+    if cfg.get("hf_home"):  # before huggingface_hub is imported: it reads HF_HOME then
+        os.environ["HF_HOME"] = os.path.abspath(os.path.expanduser(cfg["hf_home"]))
+    from minialbert.data import hub
+
+    record = hub.fetch_dataset(cfg["repo"], cfg.get("config"), cfg.get("revision"))
+    print(f"[workflow] {cfg['repo']} ({cfg.get('config')}) at commit {record['commit']}: {record['snapshot']}",
+          flush=True)
+    write_json_atomic(job.output[0], record)
+
+
+def _offline_hub_dir(cfg: dict) -> str | None:
+    """The local snapshot dir of the hub dataset this job reads (fetched by fetch_hub_dataset),
+    with the hub and datasets switched to offline mode; None if it reads no hub dataset."""
+    if not cfg.get("hub_fetch"):
+        return None
+    from minialbert.data import hub
+
+    return hub.go_offline(cfg["hub_fetch"])
+
+
+@runner
 def ingest_corpus(job: Any, cfg: dict) -> None:
+    snapshot = _offline_hub_dir(cfg)
     from minialbert.data import corpora
     from minialbert.workflow.plan import corpus_source
 
-    corpora.ingest_corpus(corpus_source(cfg), job.output[0])
+    source = corpus_source(cfg)
+    if snapshot:
+        source["name"] = snapshot  # a local dataset dir: its card names the config's files
+    corpora.ingest_corpus(source, job.output[0])
 
 
 @runner
@@ -77,9 +103,13 @@ def make_windows(job: Any, cfg: dict) -> None:
 
 @runner
 def prepare_task(job: Any, cfg: dict) -> None:
+    snapshot = _offline_hub_dir(cfg)
     from minialbert import tasks
 
     spec = dict(cfg["spec"])  # config paths are relative to the working directory
+    if snapshot:  # a local dataset dir with the fetched config's files
+        with open(cfg["hub_fetch"]) as f:
+            spec["hub"] = {"name": snapshot, "config": json.load(f)["config"]}
     if isinstance(spec.get("path"), str):
         spec["path"] = os.path.abspath(os.path.expanduser(spec["path"]))
     if isinstance(spec.get("files"), dict):
@@ -172,6 +202,8 @@ def import_authors_checkpoint(job: Any, cfg: dict) -> None:
 
 @runner
 def finetune(job: Any, cfg: dict) -> None:
+    if restore_finished_run(job):
+        return
     from minialbert import finetune as fine_tuning
     from minialbert.command_configs import FinetuneConfig
 
@@ -179,6 +211,59 @@ def finetune(job: Any, cfg: dict) -> None:
     config = FinetuneConfig.from_dict({**cfg["command"], "output": str(Path(job.output[0]).parent),
                                        "threads": max(1, int(job.threads))}, key="finetune")
     fine_tuning.finetune(config)
+    record_finished_run(job)
+
+
+# A packed allocation (rules/finetune.smk) that fails, is cancelled or hits its time limit is
+# retried whole, and Snakemake first deletes the metrics.json of every run in it, also of those
+# that had finished. So a finished run leaves a record beside its metrics.json: a copy of it, its
+# job config and the Snakemake invocation that ran it. A rerun of the same job config in the same
+# invocation restores metrics.json from it instead of training again; a later invocation (e.g.
+# --forcerun after a code change) trains anew. The invocation is the SLURM job name, which the
+# SLURM executor plugin sets to one id per Snakemake run for all its jobs (`squeue --name`); off
+# SLURM a run is never packed and nothing is restored.
+FINISHED_RECORD = "finished.json"
+
+
+def _invocation() -> str | None:
+    return os.environ.get("SLURM_JOB_NAME") if os.environ.get("SLURM_JOB_ID") else None
+
+
+def restore_finished_run(job: Any) -> bool:
+    """Restore metrics.json from the run's record if this invocation already finished this very
+    job config (a retried packed allocation); True if it did."""
+    invocation = _invocation()
+    record_file = Path(job.output[0]).with_name(FINISHED_RECORD)
+    if invocation is None or not record_file.is_file():
+        return False
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("invocation") != invocation or record.get("job_config") != job.params.job_config:
+        return False
+    _write_text_atomic(job.output[0], record["metrics"])
+    print(f"[workflow] restored {job.output[0]}: this run finished earlier in this Snakemake run ({invocation}, "
+          f"SLURM job {record.get('slurm_job')}); not trained again", flush=True)
+    return True
+
+
+def record_finished_run(job: Any) -> None:
+    """The record restore_finished_run reads (only under SLURM)."""
+    invocation = _invocation()
+    if invocation is None:
+        return
+    record = {"invocation": invocation, "slurm_job": os.environ.get("SLURM_JOB_ID"),
+              "job_config": job.params.job_config, "metrics": Path(job.output[0]).read_text()}
+    write_json_atomic(Path(job.output[0]).with_name(FINISHED_RECORD), record)
+
+
+def _write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` (the bytes of the metrics.json the run wrote) to `path`, through a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.restore-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @runner
