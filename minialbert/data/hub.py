@@ -21,24 +21,36 @@ from minialbert.utils import ConfigError
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
-def config_patterns(card_metadata: dict, config: str | None) -> list[str] | None:
-    """The repo files one dataset config reads (its README's `configs:` data_files, plus the
-    README that declares them); None (every file) when the card declares no such config."""
-    if config is None:
-        return None
+BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
+            ".arrow": "arrow", ".txt": "text"}
+_SNAPSHOTS: dict[tuple[str, str | None], tuple[str, dict[str, list[str]]]] = {}  # set by go_offline
+
+
+def split_patterns(card_metadata: dict, config: str | None) -> dict[str, list[str]] | None:
+    """{split: file patterns} of one dataset config, from its card's `configs:` data_files;
+    None when the card declares no such config."""
     for entry in card_metadata.get("configs") or []:
-        if entry.get("config_name") != config:
+        if entry.get("config_name") != (config or "default"):
             continue
         files = entry.get("data_files")
         if isinstance(files, (str, dict)):
             files = [files]
-        patterns = []
+        splits: dict[str, list[str]] = {}
         for item in files or []:
-            paths = item.get("path") if isinstance(item, dict) else item
-            patterns.extend([paths] if isinstance(paths, str) else list(paths or []))
-        if patterns:
-            return ["README.md", *patterns]
+            split, paths = (item.get("split", "train"), item.get("path")) if isinstance(item, dict) else ("train", item)
+            splits.setdefault(split, []).extend([paths] if isinstance(paths, str) else list(paths or []))
+        if splits:
+            return splits
     return None
+
+
+def config_patterns(card_metadata: dict, config: str | None) -> list[str] | None:
+    """The repo files one dataset config reads (its card's data_files, plus the card that
+    declares them); None (every file) when the card declares no such config."""
+    if config is None:
+        return None
+    splits = split_patterns(card_metadata, config)
+    return ["README.md", *(p for patterns in splits.values() for p in patterns)] if splits else None
 
 
 def fetch_dataset(repo: str, config: str | None = None, revision: str | None = None) -> dict[str, Any]:
@@ -56,7 +68,8 @@ def fetch_dataset(repo: str, config: str | None = None, revision: str | None = N
     patterns = config_patterns(metadata, config)
     snapshot = snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=patterns)
     return {"repo": repo, "config": config, "revision": revision, "commit": Path(snapshot).name,
-            "allow_patterns": patterns, "hf_home": hf_home(), "snapshot": snapshot}
+            "allow_patterns": patterns, "splits": split_patterns(metadata, config), "hf_home": hf_home(),
+            "snapshot": snapshot}
 
 
 def hf_home() -> str:
@@ -83,8 +96,42 @@ def go_offline(record_file: str | os.PathLike) -> str:
         raise ConfigError(f"{record_file}: dataset {record['repo']} (commit {record['commit']}) is not in the "
                           f"Hugging Face cache under HF_HOME={record['hf_home']}; fetch it again on a host "
                           "with internet (delete this file and rerun the workflow there)") from None
-    missing = [p for p in record.get("allow_patterns") or [] if p != "README.md"
-               and not any(fnmatch.fnmatch(str(f.relative_to(snapshot)), p) for f in Path(snapshot).rglob("*"))]
+    files = sorted(str(f.relative_to(snapshot)) for f in Path(snapshot).rglob("*") if f.is_file())
+    splits = record.get("splits") or _splits_by_name(files)
+    data_files = {split: [str(Path(snapshot) / f) for f in files if any(fnmatch.fnmatch(f, p) for p in patterns)]
+                  for split, patterns in splits.items()}
+    missing = [split for split, found in data_files.items() if not found]
     if missing:
-        raise ConfigError(f"{record_file}: the cached snapshot {snapshot} lacks files matching {missing}")
+        raise ConfigError(f"{record_file}: the cached snapshot {snapshot} has no files of split(s) {missing} "
+                          f"(patterns {[splits[s] for s in missing]})")
+    _SNAPSHOTS[(record["repo"], record.get("config"))] = (snapshot, data_files)
     return snapshot
+
+
+def _splits_by_name(files: list[str]) -> dict[str, list[str]]:
+    """Split patterns of a dataset without a card config: by file name, as the hub does it."""
+    splits: dict[str, list[str]] = {}
+    for f in files:
+        if Path(f).suffix not in BUILDERS:
+            continue
+        stem = Path(f).name.lower()
+        split = next((s for s in ("train", "validation", "test") if stem.startswith(s)), "train")
+        splits.setdefault(split, []).append(f)
+    return splits
+
+
+def load_dataset(name: str, config: str | None = None, split: str | None = None):
+    """`datasets.load_dataset(name, config, split=split)`, or, for a dataset `go_offline` made
+    available, the same splits read from its cached files. (Not the snapshot dir itself: its
+    files are symlinks to extension-less blobs, which `datasets` cannot infer a reader for.)"""
+    import datasets
+
+    found = _SNAPSHOTS.get((name, config))
+    if found is None:
+        return datasets.load_dataset(name, config, split=split)
+    _, data_files = found
+    suffixes = {Path(f).suffix for files in data_files.values() for f in files}
+    builders = {BUILDERS.get(s) for s in suffixes}
+    if len(builders) != 1 or None in builders:
+        raise ConfigError(f"hub dataset {name} ({config}): cannot read files of types {sorted(suffixes)}")
+    return datasets.load_dataset(builders.pop(), data_files=data_files, split=split)

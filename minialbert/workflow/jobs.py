@@ -60,7 +60,8 @@ def fetch_hub_dataset(job: Any, cfg: dict) -> None:
 
 def _offline_hub_dir(cfg: dict) -> str | None:
     """The local snapshot dir of the hub dataset this job reads (fetched by fetch_hub_dataset),
-    with the hub and datasets switched to offline mode; None if it reads no hub dataset."""
+    with the hub and datasets switched to offline mode and the dataset's reads pointed at its
+    cached files (minialbert.data.hub.load_dataset); None if it reads no hub dataset."""
     if not cfg.get("hub_fetch"):
         return None
     from minialbert.data import hub
@@ -70,14 +71,11 @@ def _offline_hub_dir(cfg: dict) -> str | None:
 
 @runner
 def ingest_corpus(job: Any, cfg: dict) -> None:
-    snapshot = _offline_hub_dir(cfg)
+    _offline_hub_dir(cfg)
     from minialbert.data import corpora
     from minialbert.workflow.plan import corpus_source
 
-    source = corpus_source(cfg)
-    if snapshot:
-        source["name"] = snapshot  # a local dataset dir: its card names the config's files
-    corpora.ingest_corpus(source, job.output[0])
+    corpora.ingest_corpus(corpus_source(cfg), job.output[0])
 
 
 @runner
@@ -103,13 +101,10 @@ def make_windows(job: Any, cfg: dict) -> None:
 
 @runner
 def prepare_task(job: Any, cfg: dict) -> None:
-    snapshot = _offline_hub_dir(cfg)
+    _offline_hub_dir(cfg)
     from minialbert import tasks
 
     spec = dict(cfg["spec"])  # config paths are relative to the working directory
-    if snapshot:  # a local dataset dir with the fetched config's files
-        with open(cfg["hub_fetch"]) as f:
-            spec["hub"] = {"name": snapshot, "config": json.load(f)["config"]}
     if isinstance(spec.get("path"), str):
         spec["path"] = os.path.abspath(os.path.expanduser(spec["path"]))
     if isinstance(spec.get("files"), dict):
@@ -210,7 +205,8 @@ def finetune(job: Any, cfg: dict) -> None:
     _set_torch_threads(job)
     config = FinetuneConfig.from_dict({**cfg["command"], "output": str(Path(job.output[0]).parent),
                                        "threads": max(1, int(job.threads))}, key="finetune")
-    fine_tuning.finetune(config)
+    metrics = fine_tuning.finetune(config)
+    print(f"[workflow] trained {job.output[0]}: dev {metrics['main_metric']} {metrics['main_value']}", flush=True)
     record_finished_run(job)
 
 
