@@ -128,7 +128,7 @@ def load_dataset(name: str, config: str | None = None, split: str | None = None)
 
     found = _SNAPSHOTS.get((name, config))
     if found is None:
-        return datasets.load_dataset(name, config, split=split)
+        return datasets.load_dataset(name, config) if split is None else datasets.load_dataset(name, config, split=split)
     _, data_files = found
     suffixes = {Path(f).suffix for files in data_files.values() for f in files}
     builders = {BUILDERS.get(s) for s in suffixes}

@@ -50,9 +50,9 @@ def make_demo(job: Any, cfg: dict) -> None:
 def fetch_hub_dataset(job: Any, cfg: dict) -> None:
     if cfg.get("hf_home"):  # before huggingface_hub is imported: it reads HF_HOME then
         os.environ["HF_HOME"] = os.path.abspath(os.path.expanduser(cfg["hf_home"]))
-    from minialbert.data import hub
+    from minialbert.data.hub import fetch_dataset
 
-    record = hub.fetch_dataset(cfg["repo"], cfg.get("config"), cfg.get("revision"))
+    record = fetch_dataset(cfg["repo"], cfg.get("config"), cfg.get("revision"))
     print(f"[workflow] {cfg['repo']} ({cfg.get('config')}) at commit {record['commit']}: {record['snapshot']}",
           flush=True)
     write_json_atomic(job.output[0], record)
@@ -64,9 +64,9 @@ def _offline_hub_dir(cfg: dict) -> str | None:
     cached files (minialbert.data.hub.load_dataset); None if it reads no hub dataset."""
     if not cfg.get("hub_fetch"):
         return None
-    from minialbert.data import hub
+    from minialbert.data.hub import go_offline
 
-    return hub.go_offline(cfg["hub_fetch"])
+    return go_offline(cfg["hub_fetch"])
 
 
 @runner
