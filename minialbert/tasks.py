@@ -333,13 +333,13 @@ def read_glue_dir(spec: TaskSpec) -> dict[str, RawSplit]:
 
 def read_glue_hub(spec: TaskSpec) -> dict[str, RawSplit]:
     """A GLUE task from the hub (nyu-mll/glue); label -1 marks the unlabelled test sets."""
-    import datasets
+    from minialbert.data.hub import load_dataset
 
     task = GLUE_TASKS[spec.glue_task]
     kind = spec.task_type
     hub = spec.hub or {}
     name = hub.get("name", "nyu-mll/glue")
-    dsd = datasets.load_dataset(name, hub.get("config", spec.glue_task))
+    dsd = load_dataset(name, hub.get("config", spec.glue_task))  # offline when fetched (data.hub)
     splits = {}
     for hub_split, dataset in dsd.items():
         if hub_split not in GLUE_HUB_SPLITS:
@@ -436,10 +436,10 @@ def read_bio_ner_dir(spec: TaskSpec) -> dict[str, RawSplit]:
 
 def read_hub_ner(spec: TaskSpec) -> dict[str, RawSplit]:
     """A hub token-classification dataset: a tokens column and a tags column of ClassLabel ids."""
-    import datasets
+    from minialbert.data.hub import load_dataset
 
     hub = spec.hub
-    dsd = datasets.load_dataset(hub["name"], hub.get("config"))
+    dsd = load_dataset(hub["name"], hub.get("config"))  # offline when fetched (data.hub)
     splits = {}
     for hub_split, dataset in dsd.items():
         split = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}.get(hub_split)

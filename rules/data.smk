@@ -1,4 +1,29 @@
 # Data preparation: the generated demo world, corpora, tokenizers, windows, task splits.
+#
+# A corpus or task read from the hub takes two jobs: fetch_hub_dataset, a local rule (the
+# submit host has the internet, compute nodes often do not), fills the Hugging Face cache
+# (HF_HOME: the config's hf_home) with the dataset config's files; then ingest_corpus or
+# prepare_task, anywhere, reads that cache with HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=1.
+
+localrules:
+    fetch_hub_dataset,
+
+
+rule fetch_hub_dataset:
+    output:
+        "results/hub/{kind}/{name}.json",
+    params:
+        job_config=job("fetch_job", "kind", "name"),
+    log:
+        "logs/fetch_hub_dataset/{kind}/{name}.log",
+    wildcard_constraints:
+        kind="corpora|tasks",
+        name=NAME_RE,
+    threads: 1
+    conda:
+        SOFTWARE_ENV
+    script:
+        "../workflow_scripts/fetch_hub_dataset.py"
 
 
 rule make_demo:

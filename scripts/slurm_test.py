@@ -10,8 +10,14 @@ Runs the tiny workflow through profiles/slurm-local with longer distillations an
   3. `scontrol requeue`s the other student's distill job after its first checkpoint (same job id, resumes),
      then lowers that job's time limit to 1 min: SLURM kills it (TIMEOUT), Snakemake resubmits,
      and the next attempt resumes again; each time at the latest checkpoint when the job stopped;
-then the workflow must finish with all outputs. Finally it edits student-b and checks that exactly
-that student's jobs are submitted. Prints one summary line; exit status 1 on any failure.
+then the workflow must finish with all outputs; its fine-tuning runs (two seeds) must go in packed
+allocations, at most a quarter as many as runs, each with one GPU. Then:
+  4. adds a seed: only the new runs train, packed; one packed allocation is scancelled mid-way (some
+     of its runs finished, some not), and its retry restores the finished runs (metrics.json
+     byte-identical, not trained again) and trains only the unfinished ones;
+  5. edits student-b and checks that exactly that student's jobs are submitted;
+  6. retrains one packed run alone in its own allocation: the same scores, bit for bit.
+Prints one summary line; exit status 1 on any failure.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ TINY = REPO / "tests" / "workflow_tiny.yaml"
 SUMMARY = ["runs.csv", "summary.csv", "table.csv", "efficiency.csv", "score_vs_params.png"]
 # long enough that the distillations outlive a 1-min SLURM time limit on this machine's 2 CPUs
 NOTICE_LIMIT_S = 60
-SUBMIT_RE = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+SUBMIT_RE = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+SEEDS = [0, 1]  # two seeds from the start: 24 runs, 4 packed allocations (one per model)
 
 
 class Failure(Exception):
@@ -82,13 +89,21 @@ class Run:
         return self.log.read_text(errors="replace")
 
     def submissions(self) -> list[tuple[str, str, str]]:
-        """(slurm job id, rule, wildcards) in submission order, from the plugin's log lines."""
+        """(slurm job id, rule, wildcards) in submission order, from the plugin's log lines; a
+        packed allocation (group job) is ("<group id>", "group", "") e.g. ("finetune-scratch")."""
         out = []
         for _, jobid, path in SUBMIT_RE.findall(self.text()):
             parts = Path(path).parts
-            i = next(k for k, p in enumerate(parts) if p.startswith("rule_"))
-            out.append((jobid, parts[i][len("rule_"):], "/".join(parts[i + 1:-1])))
+            i = next(k for k, p in enumerate(parts) if p.startswith(("rule_", "group_")))
+            if parts[i].startswith("group_"):  # group_<group id>_<rules>
+                out.append((jobid, "group", parts[i][len("group_"):].rsplit("_", 1)[0]))
+            else:
+                out.append((jobid, parts[i][len("rule_"):], "/".join(parts[i + 1:-1])))
         return out
+
+    def allocations(self) -> list[tuple[str, str]]:
+        """(slurm job id, group id) of the packed fine-tuning allocations, in submission order."""
+        return [(j, w) for j, r, w in self.submissions() if r == "group"]
 
     def jobs_of(self, rule: str, wildcards: str) -> list[str]:
         return [j for j, r, w in self.submissions() if r == rule and w == wildcards]
@@ -224,8 +239,44 @@ def _elapsed(text: str, steps: int) -> float:
 
 
 def expected_rerun(student: str) -> set[tuple[str, str]]:
-    """The non-finetune jobs an edit of one student reruns (plus its 4 fine-tuning runs)."""
+    """The non-finetune jobs an edit of one student reruns (plus its fine-tuning runs)."""
     return {("distill", student), ("efficiency", student), ("aggregate", "")}
+
+
+# ---------------------------------------------------------------------- fine-tuning runs
+
+def run_attempts(workdir: Path) -> dict[str, list[tuple[str, str]]]:
+    """Per fine-tuning run (model/task/mode/lr_seed): (SLURM job id, log text) of each attempt."""
+    runs: dict[str, list[tuple[int, str, str]]] = {}
+    root = workdir / "logs" / "finetune"
+    for f in root.rglob("*.attempt*.log"):
+        text = f.read_text(errors="replace")
+        m = re.match(r"=== attempt (\d+) \(SLURM job (\d+)\) ===", text)
+        if not m:
+            continue
+        run = str(f.relative_to(root)).rsplit(".attempt", 1)[0]
+        runs.setdefault(run, []).append((int(m.group(1)), m.group(2), text))
+    return {run: [(j, text) for _, j, text in sorted(attempts)] for run, attempts in runs.items()}
+
+
+def runs_of(workdir: Path, jobid: str) -> dict[str, str]:
+    """The runs SLURM job `jobid` started: run -> its log from that job."""
+    return {run: text for run, attempts in run_attempts(workdir).items() for j, text in attempts if j == jobid}
+
+
+def metrics_file(workdir: Path, run: str) -> Path:
+    return workdir / "results" / "finetune" / f"{run}/metrics.json"
+
+
+RESTORED = "not trained again"  # jobs.restore_finished_run's log line
+TRAINED_RE = re.compile(r"^\[workflow\] trained \S+metrics\.json: ", re.M)  # jobs.finetune's last line
+
+
+def check_allocation_gpus(jobid: str) -> str:
+    """The allocation's TRES: one GPU, the one its runs use in turn."""
+    tres = sh("sacct", "-X", "-n", "-P", "-j", jobid, "-o", "AllocTRES").strip()
+    check("gres/gpu=1" in tres.split(","), f"packed allocation {jobid}: AllocTRES {tres!r}, expected gres/gpu=1")
+    return tres
 
 
 def main() -> int:
@@ -239,6 +290,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="minialbert-slurm-test-", dir=os.environ.get("SLURM_TEST_TMP", "/var/tmp")))
     say(f"workdir {workdir}")
     config = yaml.safe_load(TINY.read_text())
+    config["finetune"]["seeds"] = list(SEEDS)
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     facts: dict[str, str] = {}
@@ -344,13 +396,29 @@ def main() -> int:
     check("Falling back to 'sacct'" not in run.text(), "the plugin fell back to sacct for job status")
     subs1 = run.submissions()
     say(f"run 1 finished: {len(subs1)} sbatch submissions")
-    # the tiny workflow's 26 cluster jobs once each, the two distillations twice (scancel, time limit)
+    # the tiny workflow's 14 cluster jobs besides fine-tuning and its 4 packed fine-tuning
+    # allocations (one per model) once each, the two distillations twice (scancel, time limit)
     counts: dict[tuple[str, str], int] = {}
     for _, r, w in subs0 + subs1:
         counts[(r, w)] = counts.get((r, w), 0) + 1
     twice = {k for k, n in counts.items() if n == 2}
-    check(len(counts) == 26 and twice == {("distill", sa), ("distill", sb)}
+    check(len(counts) == 18 and twice == {("distill", sa), ("distill", sb)}
           and max(counts.values()) == 2, f"submissions per job: {counts}")
+    check(not [s for s in subs1 if s[1] == "finetune"], "run 1 submitted fine-tuning runs on their own")
+    allocations1 = run.allocations()
+    runs1 = {jobid: runs_of(workdir, jobid) for jobid, _ in allocations1}
+    n_runs = sum(map(len, runs1.values()))
+    expected_runs = len(config["tasks"]) * len(SEEDS) * (2 + 2 * 2)  # teacher, scratch: full; students: both modes
+    check(n_runs == expected_runs and len(list((workdir / "results" / "finetune").rglob("metrics.json"))) == n_runs,
+          f"run 1: {n_runs} fine-tuning runs in its allocations, expected {expected_runs}")
+    check(4 * len(allocations1) <= n_runs, f"run 1: {n_runs} runs in {len(allocations1)} allocations (> a quarter)")
+    for jobid, group in allocations1:
+        model = group[len("finetune-"):]
+        check(runs1[jobid] and all(r.startswith(model + "/") for r in runs1[jobid]),
+              f"allocation {jobid} ({group}) ran {sorted(runs1[jobid])}")
+        check_allocation_gpus(jobid)
+    facts["packing"] = f"finetune: {n_runs} runs in {len(allocations1)} allocations"
+    say(f"run 1: {facts['packing']}, 1 GPU each ({check_allocation_gpus(allocations1[0][0])})")
 
     # outputs and logs of run 1
     for name in SUMMARY:
@@ -406,34 +474,117 @@ def main() -> int:
     check((workdir / "logs" / "distill" / f"{sa}.log").read_text() == runs_a2[0],
           f"logs/distill/{sa}.log is not the last attempt's log")
 
-    # ------------------------------------------------------------------ run 2: edit one student
-    config["students"]["student-b"]["training"].update(max_steps=20, checkpoint_interval=10)
+    # ------------------------------------------------------------------ run 2: add a seed, scancel a packed allocation
+    before = {str(f): (f.read_bytes(), f.stat().st_mtime_ns) for f in (workdir / "results" / "finetune").rglob("metrics.json")}
+    new_seed = max(SEEDS) + 1
+    config["finetune"]["seeds"] = [*SEEDS, new_seed]
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     run2 = Run(workdir, config_path, "run2")
+
+    def packed_mid_way():
+        """A running allocation of a student (4 runs) with some runs finished and some not:
+        (job id, group, {finished run: its metrics.json bytes})."""
+        for jobid, group in run2.allocations():
+            if not group.startswith("finetune-student") or job_state(jobid).get("JobState") != "RUNNING":
+                continue
+            started = runs_of(workdir, jobid)
+            done = {r: metrics_file(workdir, r).read_bytes() for r in started if metrics_file(workdir, r).is_file()}
+            if done and len(done) < 3:
+                return jobid, group, done
+        return None
+
+    c1, cgroup, _ = run2.wait("a packed student allocation with a finished run", packed_mid_way, timeout=900, poll=0.2)
+    sh("scancel", c1)
+    end = time.monotonic() + 120
+    while job_processes(c1) and time.monotonic() < end:
+        time.sleep(0.2)
+    # what c1 finished: the runs whose record it wrote (a run may finish between the poll and the
+    # scancel; Snakemake deletes the metrics.json of all of them once it sees the failure)
+    started_at_cancel = sorted(runs_of(workdir, c1))
+    done_at_cancel = {}
+    for r in started_at_cancel:
+        record = metrics_file(workdir, r).with_name("finished.json")
+        if record.is_file() and json.loads(record.read_text()).get("slurm_job") == c1:
+            done_at_cancel[r] = json.loads(record.read_text())["metrics"].encode()
+    check(0 < len(done_at_cancel) < 4, f"allocation {c1} had finished {sorted(done_at_cancel)} when cancelled")
+    say(f"scancel packed allocation {c1} ({cgroup}) with {len(done_at_cancel)} run(s) finished: "
+        f"{sorted(done_at_cancel)}; started: {started_at_cancel}")
+    c2 = run2.wait(f"{cgroup}'s allocation to be resubmitted", lambda: next(
+        (j for j, g in run2.allocations() if g == cgroup and j != c1), None), timeout=300)
     run2.finish(timeout=900)
     subs2 = run2.submissions()
-    got = sorted((r, w) for _, r, w in subs2)
-    finetunes = [w for r, w in got if r == "finetune"]
-    others = sorted((r, w) for r, w in got if r != "finetune")
-    check(others == sorted(expected_rerun("student-b")) and len(finetunes) == 4
-          and all(w.startswith("student-b_") for w in finetunes) and len(set(finetunes)) == 4,
-          f"run 2 submitted {got}, expected distill/efficiency/4 finetunes of student-b and aggregate")
-    # the scheduler agrees: exactly these jobs ran under run 2's name
+    check(sorted({r for _, r, _ in subs2}) == ["aggregate", "group"],
+          f"run 2 (a seed added) submitted {sorted((r, w) for _, r, w in subs2)}")
+    trained2 = {r for jobid, _ in run2.allocations() for r, text in runs_of(workdir, jobid).items()
+                if TRAINED_RE.search(text)}
+    expected_new = {r for r in run_attempts(workdir) if r.endswith(f"_seed{new_seed}")}
+    check(trained2 == expected_new and len(expected_new) == len(config["tasks"]) * 6,
+          f"run 2 trained {sorted(trained2)}, expected the {len(expected_new)} runs of seed {new_seed}")
+    for f, (data, mtime) in before.items():
+        check(Path(f).read_bytes() == data and Path(f).stat().st_mtime_ns == mtime, f"run 2 touched {f}")
+    retry = runs_of(workdir, c2)
+    check(set(started_at_cancel) <= set(retry) and len(retry) == 4,
+          f"the retry {c2} of {c1} ran {sorted(retry)}")
+    for r, text in retry.items():
+        if r in done_at_cancel:
+            check(RESTORED in text and not TRAINED_RE.search(text), f"{r} finished in {c1} but {c2} trained it again")
+            check(metrics_file(workdir, r).read_bytes() == done_at_cancel[r],
+                  f"{r}: metrics.json after the retry differs from the one its finished run wrote")
+        else:
+            check(TRAINED_RE.search(text) and RESTORED not in text, f"{r} was unfinished in {c1}; {c2} did not train it")
+    allocations2 = run2.allocations()
+    facts["scancel"] = (f"scancel packed {c1} ({cgroup}) mid-way: retry {c2} restored {len(done_at_cancel)} finished, "
+                        f"trained {len(retry) - len(done_at_cancel)} unfinished")
+    facts["seed"] = (f"seed {new_seed} added: {len(trained2)} new runs trained in {len(allocations2)} allocations "
+                     f"(1 resubmitted), none of the {len(before)} old")
+    say(facts["scancel"] + "; " + facts["seed"])
+
+    # ------------------------------------------------------------------ run 3: edit one student
+    config["students"]["student-b"]["training"].update(max_steps=20, checkpoint_interval=10)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    run3 = Run(workdir, config_path, "run3")
+    run3.finish(timeout=900)
+    subs3 = run3.submissions()
+    got = sorted((r, w) for _, r, w in subs3)
+    groups = [w for r, w in got if r == "group"]
+    others = sorted((r, w) for r, w in got if r != "group")
+    trained3 = {r for jobid, _ in run3.allocations() for r, text in runs_of(workdir, jobid).items()
+                if TRAINED_RE.search(text)}
+    n_b = len(config["tasks"]) * 2 * len(config["finetune"]["seeds"])
+    check(others == sorted(expected_rerun("student-b")) and set(groups) == {"finetune-student-b"}
+          and len(trained3) == n_b and all(r.startswith("student-b/") for r in trained3),
+          f"run 3 submitted {got} and trained {sorted(trained3)}, expected distill/efficiency/aggregate "
+          f"and the {n_b} runs of student-b")
+    # the scheduler agrees: exactly these jobs ran under run 3's name
     uuid = set()
-    for jobid, _, _ in subs2:
+    for jobid, _, _ in subs3:
         uuid.add(job_state(jobid).get("JobName"))
-    check(len(uuid) == 1, f"run 2 jobs have several names {uuid}")
+    check(len(uuid) == 1, f"run 3 jobs have several names {uuid}")
     sacct_ids = {line.split("|")[0] for line in sh("sacct", "-X", "-n", "-P", "-a", "-S", "now-1hour",
                                                     "--name", uuid.pop(), "-o", "JobID").split()}
-    check(sacct_ids == {j for j, _, _ in subs2}, f"sacct lists {sorted(sacct_ids)} for run 2, the log {subs2}")
+    check(sacct_ids == {j for j, _, _ in subs3}, f"sacct lists {sorted(sacct_ids)} for run 3, the log {subs3}")
 
-    rerun = ", ".join([f"{r}:{w}" if w else r for r, w in others] + ["4 x finetune:student-b_*"])
+    # ------------------------------------------------------------------ run 4: a packed run, alone
+    alone = next(r for r in sorted(runs1[allocations1[0][0]]))
+    packed = json.loads(metrics_file(workdir, alone).read_text())
+    target = str(metrics_file(workdir, alone).relative_to(workdir))
+    run4 = Run(workdir, config_path, "run4", targets=[target], options=["--forcerun", target])
+    run4.finish(timeout=600)
+    check(len(run4.allocations()) == 1 and list(runs_of(workdir, run4.allocations()[0][0])) == [alone],
+          f"run 4 did not retrain {alone} alone: {run4.submissions()}")
+    single = json.loads(metrics_file(workdir, alone).read_text())
+    for key in ("dev", "test", "final_train_loss", "train_steps", "config_hash"):
+        check(single[key] == packed[key], f"{alone}: {key} packed {packed[key]!r}, alone {single[key]!r}")
+    facts["alone"] = f"{alone} alone = packed (dev {single['dev']})"
+
+    rerun = ", ".join([f"{r}:{w}" if w else r for r, w in others] + [f"{n_b} x finetune:student-b/* in {len(groups)} allocations"])
     # "resumed at step N": N is also the latest checkpoint when the job was stopped (checked above)
-    print(f"test-slurm: PASS | {len(subs0) + len(subs1)} sbatch jobs (26 + 2 resubmissions) | scancel {a1} ({sa}) at age {age}: noticed "
+    print(f"test-slurm: PASS | {len(subs0) + len(subs1)} sbatch jobs (18 + 2 resubmissions) | {facts['packing']} | scancel {a1} ({sa}) at age {age}: noticed "
           f"{notice:.0f}s, resubmitted {resubmit:.0f}s, resumed at step {step_a} (its checkpoint at the stop) | requeue {b1} ({sb}): "
           f"same job, resumed at step {step_b_requeue} (its checkpoint at the stop) | time limit {b1}: TIMEOUT, resubmitted as "
           f"{b2}, resumed at step {step_b_timeout} (its checkpoint at the stop) | "
-          f"launch: {facts['launch']} | rerun after editing student-b: {len(subs2)} jobs ({rerun}) | "
+          f"launch: {facts['launch']} | {facts['seed']} | {facts['scancel']} | "
+          f"rerun after editing student-b: {len(subs3)} jobs ({rerun}) | {facts['alone']} | "
           f"{time.monotonic() - t_start:.0f}s", flush=True)
     if os.environ.get("SLURM_TEST_KEEP") != "1":
         shutil.rmtree(workdir, ignore_errors=True)

@@ -270,8 +270,9 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.mark.parametrize(
     "name, extra, expected",
     [
+        # + 9 hub fetches (Wikipedia, 8 GLUE tasks) on the submit host
         ("paper-general", [], {"finetune": 672, "distill": 2, "download_model": 4, "import_authors_checkpoint": 1,
-                               "prepare_task": 8, "efficiency": 7, "total": 698}),
+                               "prepare_task": 8, "efficiency": 7, "fetch_hub_dataset": 9, "total": 707}),
         ("paper-bio", ["--config", "check_paths=false"],  # 7 models x 6 tasks x 3 seeds x (1 full + 2 adapter lrs)
          {"finetune": 378, "distill": 2, "download_model": 4, "import_authors_checkpoint": 1, "prepare_task": 6,
           "efficiency": 7, "total": 402}),
@@ -282,6 +283,18 @@ def test_paper_configs_dry_run_offline(tmp_path, name, extra, expected):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
     assert {k: counts.get(k) for k in expected} == expected
+
+
+def test_the_paper_grid_needs_few_gpu_allocations(tmp_path):
+    """672 fine-tuning runs, 8 of one model per allocation (profiles/slurm x-cluster): 84 sbatch jobs."""
+    proc = snakemake(tmp_path, "--dry-run", "--workflow-profile", str(REPO / "profiles" / "slurm-local"),
+                     config=REPO / "configs" / "paper-general.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    groups = re.findall(r"Group job (finetune-\S+) \(jobs in lexicogr. order\):", proc.stdout + proc.stderr)
+    assert len(groups) == 84
+    assert {g: groups.count(g) for g in groups} == {f"finetune-{m}": 12 for m in (
+        "bert-base-uncased", "distilbert", "tinybert-4l-312d", "albert-base", "authors-minialbert-128",
+        "minialbert-128", "minialbert-312")}
 
 
 def test_paper_bio_placeholder_paths_are_reported_until_edited(tmp_path):

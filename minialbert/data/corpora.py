@@ -239,10 +239,10 @@ def iter_file_documents(spec: dict, where: str = "corpus source") -> Iterator[st
 
 def _load_hub(spec: dict, where: str):
     """The hub dataset's split with only its text column, renamed to `text`."""
-    import datasets
+    from minialbert.data.hub import load_dataset
 
-    try:
-        ds = datasets.load_dataset(spec["name"], spec["config"], split=spec["split"])
+    try:  # offline, from the fetch step's cache, when the workflow fetched it (minialbert.data.hub)
+        ds = load_dataset(spec["name"], spec["config"], split=spec["split"])
     except Exception as e:  # the hub client raises many types; all mean "cannot load this"
         raise ConfigError(f"{where}: cannot load hub dataset {spec['name']!r} (config {spec['config']!r}, "
                           f"split {spec['split']!r}): {type(e).__name__}: {e}") from None

@@ -22,7 +22,9 @@ goes away (Snakemake killed it) is terminated. The server never runs a torch op,
 OpenMP/BLAS thread pool exists when it forks.
 
 Linux only (macOS system libraries are not fork-safe once loaded); `MINIALBERT_FORKSERVER=0`
-turns it off; never under SLURM, where each job is its own allocation.
+turns it off; never under SLURM: there a packed allocation's runs (rules/finetune.smk) each pay
+the imports, seconds beside a GPU run's queue wait and CUDA start-up that packing already saves,
+and a server on a shared node could serve another allocation's job outside its cgroup and GPUs.
 """
 
 from __future__ import annotations

@@ -47,7 +47,31 @@ def make_demo(job: Any, cfg: dict) -> None:
 
 
 @runner
+def fetch_hub_dataset(job: Any, cfg: dict) -> None:
+    if cfg.get("hf_home"):  # before huggingface_hub is imported: it reads HF_HOME then
+        os.environ["HF_HOME"] = os.path.abspath(os.path.expanduser(cfg["hf_home"]))
+    from minialbert.data.hub import fetch_dataset
+
+    record = fetch_dataset(cfg["repo"], cfg.get("config"), cfg.get("revision"))
+    print(f"[workflow] {cfg['repo']} ({cfg.get('config')}) at commit {record['commit']}: {record['snapshot']}",
+          flush=True)
+    write_json_atomic(job.output[0], record)
+
+
+def _offline_hub_dir(cfg: dict) -> str | None:
+    """The local snapshot dir of the hub dataset this job reads (fetched by fetch_hub_dataset),
+    with the hub and datasets switched to offline mode and the dataset's reads pointed at its
+    cached files (minialbert.data.hub.load_dataset); None if it reads no hub dataset."""
+    if not cfg.get("hub_fetch"):
+        return None
+    from minialbert.data.hub import go_offline
+
+    return go_offline(cfg["hub_fetch"])
+
+
+@runner
 def ingest_corpus(job: Any, cfg: dict) -> None:
+    _offline_hub_dir(cfg)
     from minialbert.data import corpora
     from minialbert.workflow.plan import corpus_source
 
@@ -77,6 +101,7 @@ def make_windows(job: Any, cfg: dict) -> None:
 
 @runner
 def prepare_task(job: Any, cfg: dict) -> None:
+    _offline_hub_dir(cfg)
     from minialbert import tasks
 
     spec = dict(cfg["spec"])  # config paths are relative to the working directory
@@ -172,13 +197,69 @@ def import_authors_checkpoint(job: Any, cfg: dict) -> None:
 
 @runner
 def finetune(job: Any, cfg: dict) -> None:
+    if restore_finished_run(job):
+        return
     from minialbert import finetune as fine_tuning
     from minialbert.command_configs import FinetuneConfig
 
     _set_torch_threads(job)
     config = FinetuneConfig.from_dict({**cfg["command"], "output": str(Path(job.output[0]).parent),
                                        "threads": max(1, int(job.threads))}, key="finetune")
-    fine_tuning.finetune(config)
+    metrics = fine_tuning.finetune(config)
+    print(f"[workflow] trained {job.output[0]}: dev {metrics['main_metric']} {metrics['main_value']}", flush=True)
+    record_finished_run(job)
+
+
+# A packed allocation (rules/finetune.smk) that fails, is cancelled or hits its time limit is
+# retried whole, and Snakemake first deletes the metrics.json of every run in it, also of those
+# that had finished. So a finished run leaves a record beside its metrics.json: a copy of it, its
+# job config and the Snakemake invocation that ran it. A rerun of the same job config in the same
+# invocation restores metrics.json from it instead of training again; a later invocation (e.g.
+# --forcerun after a code change) trains anew. The invocation is the SLURM job name, which the
+# SLURM executor plugin sets to one id per Snakemake run for all its jobs (`squeue --name`); off
+# SLURM a run is never packed and nothing is restored.
+FINISHED_RECORD = "finished.json"
+
+
+def _invocation() -> str | None:
+    return os.environ.get("SLURM_JOB_NAME") if os.environ.get("SLURM_JOB_ID") else None
+
+
+def restore_finished_run(job: Any) -> bool:
+    """Restore metrics.json from the run's record if this invocation already finished this very
+    job config (a retried packed allocation); True if it did."""
+    invocation = _invocation()
+    record_file = Path(job.output[0]).with_name(FINISHED_RECORD)
+    if invocation is None or not record_file.is_file():
+        return False
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("invocation") != invocation or record.get("job_config") != job.params.job_config:
+        return False
+    _write_text_atomic(job.output[0], record["metrics"])
+    print(f"[workflow] restored {job.output[0]}: this run finished earlier in this Snakemake run ({invocation}, "
+          f"SLURM job {record.get('slurm_job')}); not trained again", flush=True)
+    return True
+
+
+def record_finished_run(job: Any) -> None:
+    """The record restore_finished_run reads (only under SLURM)."""
+    invocation = _invocation()
+    if invocation is None:
+        return
+    record = {"invocation": invocation, "slurm_job": os.environ.get("SLURM_JOB_ID"),
+              "job_config": job.params.job_config, "metrics": Path(job.output[0]).read_text()}
+    write_json_atomic(Path(job.output[0]).with_name(FINISHED_RECORD), record)
+
+
+def _write_text_atomic(path: str | Path, text: str) -> None:
+    """`text` (the bytes of the metrics.json the run wrote) to `path`, through a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.restore-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @runner

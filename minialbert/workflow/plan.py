@@ -644,15 +644,48 @@ class Plan:
         return {"demo": self.config.get("demo") or {}}
 
     def corpus_inputs(self, name: str) -> list[str]:
-        """The demo world, or the local files the corpus is read from (editing one reruns it)."""
+        """The demo world, the hub fetch, or the local files the corpus is read from (editing one reruns it)."""
         if self.config["corpora"][name]["source"] == "demo":
             return [DEMO_DIR]
+        if self.hub_dataset("corpora", name):
+            return [hub_fetch_output("corpora", name)]
         return [str(p) for p in corpus_input_files(corpus_source(self.corpus_job(name)))]
 
     def corpus_job(self, name: str) -> dict:
         entry = self.expand_spec(self.config["corpora"][name])
-        return {"name": name, "corpus": entry, "identity": self.corpus_identity(name),
-                "demo_corpus": f"{DEMO_DIR}/corpus/corpus.txt" if entry["source"] == "demo" else None}
+        job = {"name": name, "corpus": entry, "identity": self.corpus_identity(name),
+               "demo_corpus": f"{DEMO_DIR}/corpus/corpus.txt" if entry["source"] == "demo" else None}
+        if self.hub_dataset("corpora", name):
+            job["hub_fetch"] = hub_fetch_output("corpora", name)
+        return job
+
+    # ------------------------------------------------------------ hub datasets: fetch, then read offline
+
+    def hub_dataset(self, kind: str, name: str) -> dict | None:
+        """The hub dataset (repo, config, revision) a corpus or task reads, or None (not a hub
+        source, or a hub source named by a local dataset dir, which needs no fetch)."""
+        if kind == "corpora":
+            entry = self.config["corpora"][name]
+            if entry["source"] != "hub" or os.path.isdir(os.path.expanduser(str(entry["hub"]["name"]))):
+                return None
+            hub = entry["hub"]
+            return {"repo": hub["name"], "config": hub.get("config"), "revision": hub.get("revision")}
+        spec = self.config["tasks"][name]["spec"]
+        hub = spec.get("hub") or {}
+        if spec["source"] == "glue_hub":
+            return {"repo": hub.get("name", "nyu-mll/glue"), "config": hub.get("config", spec.get("glue_task")),
+                    "revision": hub.get("revision")}
+        if spec["source"] == "hub_ner" and not os.path.isdir(os.path.expanduser(str(hub.get("name")))):
+            return {"repo": hub["name"], "config": hub.get("config"), "revision": hub.get("revision")}
+        return None
+
+    def hub_fetches(self) -> list[tuple[str, str]]:
+        """(kind, name) of every corpus and task read from the hub."""
+        return [(kind, name) for kind in ("corpora", "tasks") for name in self.config[kind]
+                if self.hub_dataset(kind, name)]
+
+    def fetch_job(self, kind: str, name: str) -> dict:
+        return {**self.hub_dataset(kind, name), "hf_home": self.config.get("hf_home")}
 
     def tokenizer_inputs(self, name: str) -> list[str]:
         return [f"results/corpora/{self.config['tokenizers'][name]['corpus']}"]
@@ -673,15 +706,20 @@ class Plan:
                 **self.windows_settings[name].to_dict(), "identity": self.windows_identity(name)}
 
     def task_inputs(self, task: str) -> list[str]:
-        """The demo world, or the local files the task is read from (editing one reruns it)."""
+        """The demo world, the hub fetch, or the local files the task is read from (editing one reruns it)."""
         if self.uses_demo(self.config["tasks"][task]["spec"]):
             return [DEMO_DIR]
+        if self.hub_dataset("tasks", task):
+            return [hub_fetch_output("tasks", task)]
         return [str(p) for p in task_input_files(parse_task_spec(self.task_job(task)["spec"]))]
 
     def task_job(self, task: str) -> dict:
         spec = self.expand_spec(self.config["tasks"][task]["spec"])
         spec.setdefault("name", task)
-        return {"spec": spec, "identity": self.task_identity(task)}
+        job = {"spec": spec, "identity": self.task_identity(task)}
+        if self.hub_dataset("tasks", task):
+            job["hub_fetch"] = hub_fetch_output("tasks", task)
+        return job
 
     def _pretrain_command(self, name: str, entry: dict) -> dict:
         return {"tokenizer": self.tokenizer_ref(entry["tokenizer"])[0], "windows": f"results/windows/{entry['windows']}",
@@ -810,6 +848,11 @@ def _for_mode(value: Any, mode: str) -> Any:
     if isinstance(value, dict) and value and set(value) <= set(MODES):
         return value.get(mode)
     return value
+
+
+def hub_fetch_output(kind: str, name: str) -> str:
+    """The record of a hub dataset's fetch (rule fetch_hub_dataset), input of the job that reads it."""
+    return f"results/hub/{kind}/{name}.json"
 
 
 def corpus_source(job: Mapping[str, Any]) -> dict:
