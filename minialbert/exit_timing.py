@@ -181,7 +181,8 @@ def summarise(runs: list[dict], output_csv: str | Path, plot_dir: str | Path, ta
     if frame.empty:
         frame = pd.DataFrame(columns=columns)
     else:
-        keep = {c: "first" for c in ("label", "loss", "heads", "calibration_split", "report_split", "exit_histogram")}
+        keep = {c: "first" for c in ("label", "loss", "heads", "calibration_split", "report_split", "exit_histogram",
+                                     "fixed_k", "num_recursions")}
         numeric = [c for c in frame.columns if c not in columns and c not in keep]
         frame = (frame.groupby(["model", "task", "mode", "epsilon"], sort=False)
                  .agg({**keep, **{c: "mean" for c in numeric}}).reset_index())
