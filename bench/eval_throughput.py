@@ -108,8 +108,11 @@ def make_run(model_dir: Path, sentences: list[str], max_length: int, batch_size:
     tokenizer = ft.load_tokenizer(config)
     model = ft.load_model(config, task).eval()
     features = {"dev": task.task_type.encode(task, "dev", tokenizer, max_length)}
+    from minialbert.precision import Precision
+
     return ft.Run(config, task, tokenizer, model, torch.device("cpu"), features,
-                  task.task_type.collator(tokenizer), ("input_ids", "attention_mask", "token_type_ids"), None)
+                  task.task_type.collator(tokenizer), ("input_ids", "attention_mask", "token_type_ids"),
+                  Precision("cpu"))
 
 
 def batched(run: ft.Run) -> tuple[float, dict[str, float]]:

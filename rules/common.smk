@@ -56,6 +56,14 @@ def trained_model_dirs(wildcards):
     return [MODELS[m].inputs[0] for m in PLAN.trained_models()]
 
 
+def exit_timing_inputs(wildcards):
+    return PLAN.exit_timing_inputs(wildcards.model, wildcards.task, wildcards.mode, wildcards.lr, wildcards.seed)
+
+
+def all_exit_timings(wildcards):
+    return [f"{run_dir(*key)}/timing.json" for key in PLAN.exit_runs()]
+
+
 def all_efficiency(wildcards):
     return [f"results/efficiency/{m}.json" for m in PLAN.finetuned_models()]
 

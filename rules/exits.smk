@@ -9,14 +9,6 @@ EXITS_OUTPUTS = (
 )
 
 
-def exit_timing_inputs(wildcards):
-    return PLAN.exit_timing_inputs(wildcards.model, wildcards.task, wildcards.mode, wildcards.lr, wildcards.seed)
-
-
-def all_exit_timings(wildcards):
-    return [f"{run_dir(*key)}/timing.json" for key in PLAN.exit_runs()]
-
-
 rule exit_timing:
     input:
         exit_timing_inputs,

@@ -163,12 +163,15 @@ def test_a_bio_ner_dir_declares_the_files_the_reader_reads(tmp_path):
     assert plan.task_inputs("t") == [str(tmp_path / "train_dev.tsv"), str(tmp_path / "devel.tsv")]
 
 
-def test_hub_sources_declare_no_files():
+def test_hub_sources_declare_no_files_only_their_fetch_step():
+    """A hub dataset has no local files to declare: its processing step waits for the fetch step
+    (run on the submit host), whose output records what it put in the cache."""
     config = yaml.safe_load(TINY.read_text())
     config["tasks"] = {"t": {"group": "g", "spec": {"source": "glue_hub", "glue_task": "rte"}}}
     config["corpora"]["wiki"] = {"source": "hub", "hub": {"name": "wikimedia/wikipedia", "config": "20231101.en"}}
     plan = load_plan(config, SCHEMA)
-    assert plan.task_inputs("t") == [] and plan.corpus_inputs("wiki") == []
+    assert plan.task_inputs("t") == ["results/hub/tasks/t.json"]
+    assert plan.corpus_inputs("wiki") == ["results/hub/corpora/wiki.json"]
 
 
 def test_a_local_dataset_dir_read_as_a_hub_corpus_declares_its_files(tmp_path):
