@@ -600,6 +600,9 @@ class FinetuneSettings(Section):
     weight_decay: float = option(0.01, "AdamW weight decay", minimum=0)
     warmup_ratio: float = option(0.0, "fraction of the training steps spent warming up", minimum=0, below=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm", above=0)
+    group_by_length: bool = option(
+        False, "batch training examples of similar length together (less padding, so faster; but a batch then "
+               "shares whatever length predicts, e.g. the label, which can stall training: see the README)")
     reduction_factor: int = option(16, "adapter bottleneck H/r for encoders without their own adapters",
                                    minimum=1)
 

@@ -61,6 +61,13 @@ def length_grouped_batches(lengths: list[int], batch_size: int, generator: rando
     return batches
 
 
+def shuffled_batches(count: int, batch_size: int, generator: random.Random) -> list[list[int]]:
+    """The examples in a random order, cut into batches."""
+    order = list(range(count))
+    generator.shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+
+
 def sorted_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
     """Evaluation batches of examples sorted by length (longest first), so padding is minimal:
     at most `batch_size` examples and, when `max_tokens` is set, at most that many padded tokens
@@ -281,14 +288,22 @@ def train_step(run: Run, batch: dict, optimizer, scheduler, scaler=None) -> torc
 
 
 def epoch_batches(run: Run, rng: random.Random) -> Iterator[list[list[int]]]:
-    """Length-grouped batches per epoch; a fractional last epoch takes a prefix of its batches."""
+    """Each epoch's batches: shuffled, or length-grouped with `group_by_length`; a fractional
+    last epoch takes a prefix of its batches."""
     lengths = [len(f["input_ids"]) for f in run.features["train"]]
+    size = run.config.batch_size
+
+    def batches() -> list[list[int]]:
+        if run.config.group_by_length:
+            return length_grouped_batches(lengths, size, rng)
+        return shuffled_batches(len(lengths), size, rng)
+
     full, rest = int(run.config.epochs), run.config.epochs - int(run.config.epochs)
     for _ in range(full):
-        yield length_grouped_batches(lengths, run.config.batch_size, rng)
+        yield batches()
     if rest > 0:
-        batches = length_grouped_batches(lengths, run.config.batch_size, rng)
-        yield batches[: max(1, int(round(rest * len(batches))))]
+        last = batches()
+        yield last[: max(1, int(round(rest * len(last))))]
 
 
 def train(run: Run) -> dict:

@@ -10,6 +10,7 @@ localrules:
     download_model,
     import_authors_checkpoint,
     init_scratch,
+    init_architecture,
 
 
 # Training jobs go first: everything downstream waits for them, while fine-tuning runs can fill
@@ -46,6 +47,26 @@ rule init_scratch:
         "logs/init_scratch/{model}.log",
     wildcard_constraints:
         model=one_of(PLAN.names("baseline", "scratch")),
+    threads: 1
+    conda:
+        SOFTWARE_ENV
+    script:
+        "../workflow_scripts/init_scratch.py"
+
+
+# The same, for students that need only their teacher's architecture and tokenizer (the MLM-only
+# ablation: no loss term reads the teacher): their distillation need not wait for the pretraining.
+rule init_architecture:
+    input:
+        inputs("architecture_inputs", "teacher"),
+    output:
+        directory("results/architectures/{teacher}"),
+    params:
+        job_config=job("architecture_job", "teacher"),
+    log:
+        "logs/init_architecture/{teacher}.log",
+    wildcard_constraints:
+        teacher=one_of(PLAN.names("teacher", "pretrain")),
     threads: 1
     conda:
         SOFTWARE_ENV

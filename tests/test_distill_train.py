@@ -102,6 +102,37 @@ def test_distil_tiny_student_learns_and_writes_outputs(world, tmp_path):
     assert [e.value for e in total] == pytest.approx([r["total"] for r in log], rel=1e-6)
 
 
+def test_mlm_only_student_is_the_same_against_the_untrained_architecture(world, tmp_path):
+    """The workflow builds a student whose loss reads no teacher against its teacher's
+    architecture saved untrained (`Plan.architecture_only`), so that it need not wait for the
+    pretraining: the student must be bit-identical to the one built against the trained teacher."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from distill_world import make_teacher
+
+    other = make_teacher(tmp_path / "untrained", AutoTokenizer.from_pretrained(world["teacher"]), seed=7)
+    trained = load_file(world["teacher"] / "model.safetensors")
+    assert any(not torch_equal(w, trained[k]) for k, w in other.state_dict().items() if k in trained)
+    weights = {}
+    for name, teacher in (("trained", world["teacher"]), ("untrained", tmp_path / "untrained")):
+        cfg = yaml.safe_load(distill_config(world, tmp_path / f"{name}.yaml", max_steps=4).read_text())
+        cfg["teacher"] = str(teacher)
+        cfg["loss"]["weights"] = {"mlm": 1, "attention": 0, "hidden": 0, "output": 0, "embedding": 0}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        metrics = _distill(tmp_path / f"{name}.yaml", tmp_path / name / "out")
+        assert set(metrics["loss"]) == {"mlm", "total"}
+        weights[name] = load_file(tmp_path / name / "out" / "model" / "model.safetensors")
+    assert weights["trained"].keys() == weights["untrained"].keys()
+    assert all(torch_equal(w, weights["untrained"][k]) for k, w in weights["trained"].items())
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
 def test_baseline_and_other_hidden_size(world, tmp_path):
     from safetensors.torch import load_file
 

@@ -80,6 +80,37 @@ def test_a_student_identity_follows_its_config_and_its_teacher():
     assert retrained.models["scratch"].identity == base.models["scratch"].identity  # untrained: shape only
 
 
+def test_a_student_that_reads_no_teacher_needs_only_its_architecture():
+    """An MLM-only student is built against the teacher's architecture saved untrained, so its
+    distillation does not wait for the pretraining, and retraining the teacher does not rerun it."""
+    config = copy.deepcopy(TINY)
+    config["students"]["student-b"]["loss"] = {"weights": {"mlm": 1, "attention": 0, "hidden": 0, "output": 0,
+                                                           "embedding": 0}}
+    p = plan(config)
+    assert p.architecture_only("student-b") and not p.architecture_only("student-a")
+    assert p.distill_inputs("student-b")[0] == "results/architectures/teacher"
+    assert "results/teachers/teacher" not in p.distill_inputs("student-b")
+    assert p.distill_job("student-b")["command"]["teacher"] == "results/architectures/teacher/model"
+    assert p.distill_job("student-a")["command"]["teacher"] == "results/teachers/teacher/model"
+    job = p.architecture_job("teacher")
+    assert job["command"]["model"] == TINY["teachers"]["teacher"]["model"]
+    assert p.architecture_inputs("teacher") == p.scratch_inputs("scratch")  # the teacher's tokenizer
+
+    config["teachers"]["teacher"]["training"]["lr"] = 7e-4  # the teacher retrained
+    retrained = plan(config)
+    assert retrained.models["student-b"].identity == p.models["student-b"].identity
+    assert retrained.models["student-a"].identity != p.models["student-a"].identity
+    config["teachers"]["teacher"]["model"]["hidden_size"] *= 2  # another architecture
+    assert plan(config).models["student-b"].identity != p.models["student-b"].identity
+
+    for copies in ({"init_from_teacher": "stepwise", "embedding_size": None, "num_recursions": 2},
+                   {"embeddings_from": "teacher", "embedding_size": None}):  # the teacher's weights are read
+        config = copy.deepcopy(TINY)
+        config["students"]["student-b"]["loss"] = {"weights": {"attention": 0, "hidden": 0, "output": 0}}
+        config["students"]["student-b"]["student"].update(copies)
+        assert not plan(config).architecture_only("student-b"), copies
+
+
 def test_labels_do_not_change_identities():
     config = copy.deepcopy(TINY)
     config["students"]["student-a"]["label"] = "A new label"

@@ -1,4 +1,5 @@
-"""Rule init_scratch: a teacher's architecture saved untrained (a baseline)."""
+"""Rules init_scratch and init_architecture: a teacher's architecture saved untrained (a
+`scratch` baseline; what a student needing no trained teacher is built against)."""
 
 import sys
 

@@ -38,14 +38,18 @@ from minialbert.command_configs import (
     EfficiencyConfig,
     ExitsConfig,
     FinetuneSettings,
+    LossConfig,
     PretrainTeacherConfig,
     Section,
+    StudentConfig,
     TeacherModelConfig,
     TokenizerConfig,
     WindowsConfig,
     check_student,
+    teacher_layers_key,
 )
 from minialbert.data.corpora import input_files as corpus_input_files
+from minialbert.loss_terms import needs_teacher
 from minialbert.data.corpora import validate_source
 from minialbert.tasks import input_files as task_input_files
 from minialbert.tasks import parse_task_spec
@@ -209,6 +213,12 @@ class Model:
 def model_output(kind: str, name: str) -> str:
     """The one path pattern of every model the workflow makes or fetches: <output>/model."""
     return f"results/{kind}s/{name}"
+
+
+def architecture_output(teacher: str) -> str:
+    """Where a pretrain teacher's architecture is saved untrained (<output>/model), for the
+    students that need no trained teacher (`Plan.architecture_only`)."""
+    return f"results/architectures/{teacher}"
 
 
 def lr_label(lr: float) -> str:
@@ -518,7 +528,10 @@ class Plan:
         if teacher_config is not None and not problems.check_within(key, check_student, distill, teacher_config):
             return None
         ref = (entry.get("student") or {}).get("embeddings_from")
-        identity = config_hash({"distill": command, "teacher": teacher.identity,
+        # built against the teacher's architecture only: retraining the teacher changes nothing
+        teacher_identity = (self.architecture_job(entry["teacher"])["identity"] if self.architecture_only(name)
+                            else teacher.identity)
+        identity = config_hash({"distill": command, "teacher": teacher_identity,
                                 "windows": self.windows_identity(entry["windows"]),
                                 "embeddings_from": self.models[ref].identity if ref in self.models else ref})
         for other in self.models.values():  # an entry that differs only in how it is fine-tuned
@@ -766,15 +779,50 @@ class Plan:
         ref = student.get("embeddings_from")
         if ref is not None:
             student["embeddings_from"] = self.models[ref].dir if ref in self.models else self.expand_path(ref)
-        command = {"teacher": self.models[entry["teacher"]].dir, "windows": f"results/windows/{entry['windows']}",
+        teacher = (f"{architecture_output(entry['teacher'])}/model" if self.architecture_only(name)
+                   else self.models[entry["teacher"]].dir)
+        command = {"teacher": teacher, "windows": f"results/windows/{entry['windows']}",
                    "student": student, "loss": entry.get("loss") or {}, "training": entry.get("training") or {}}
         if "tokenizer" in entry:
             command["tokenizer"] = self.tokenizer_ref(entry["tokenizer"])[0]
         return command
 
+    def architecture_only(self, name: str) -> bool:
+        """Whether a student needs only its teacher's architecture and tokenizer, not its trained
+        weights: the teacher is pretrained here, no weighted loss term reads it and nothing is
+        copied from it (the MLM-only ablation). Such a distillation starts from the teacher's
+        architecture saved untrained (rule init_architecture), without waiting for the
+        pretraining: its student is the same, since the teacher's weights are never read."""
+        entry = self.config["students"][name]
+        teacher = self.config["teachers"].get(entry["teacher"])
+        if teacher is None or teacher["source"] != "pretrain":
+            return False
+        if (entry.get("student") or {}).get("embeddings_from") == entry["teacher"]:
+            return False
+        try:
+            loss = LossConfig.from_dict(entry.get("loss"), key=f"students.{name}.loss")
+            spec = StudentConfig.from_dict(entry.get("student"), key=f"students.{name}.student")
+        except ConfigError:  # reported where the student's sections are checked
+            return False
+        return not needs_teacher(loss.weights.weights) and teacher_layers_key(spec) is None
+
+    def architecture_inputs(self, teacher: str) -> list[str]:
+        return self.tokenizer_ref(self.config["teachers"][teacher]["tokenizer"])[1]
+
+    def architecture_job(self, teacher: str) -> dict:
+        """A pretrain teacher's architecture, saved untrained (the init-scratch command)."""
+        entry = self.config["teachers"][teacher]
+        command = {"tokenizer": self.tokenizer_ref(entry["tokenizer"])[0], "model": entry.get("model") or {},
+                   "seed": 0}
+        identity = config_hash({"architecture": command["model"],
+                                "tokenizer": self.tokenizer_identity(entry["tokenizer"])})
+        return {"name": teacher, "identity": identity, "command": command}
+
     def distill_inputs(self, name: str) -> list[str]:
         entry = self.config["students"][name]
-        inputs = list(self.models[entry["teacher"]].inputs) + [f"results/windows/{entry['windows']}"]
+        teacher = ([architecture_output(entry["teacher"])] if self.architecture_only(name)
+                   else self.models[entry["teacher"]].inputs)
+        inputs = list(teacher) + [f"results/windows/{entry['windows']}"]
         if "tokenizer" in entry:
             inputs += self.tokenizer_ref(entry["tokenizer"])[1]
         ref = (entry.get("student") or {}).get("embeddings_from")
