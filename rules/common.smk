@@ -48,6 +48,10 @@ def model_inputs(wildcards):
     return MODELS[wildcards.model].inputs
 
 
+def finetune_priority(wildcards):
+    return PLAN.finetune_priority(wildcards.model, wildcards.task, wildcards.mode, wildcards.lr, wildcards.seed)
+
+
 def all_run_metrics(wildcards):
     return PLAN.run_metrics()
 

@@ -25,6 +25,7 @@ rule finetune:
     group:
         "finetune-{model}"
     threads: 1
+    priority: finetune_priority  # longest runs first (Plan.finetune_priority)
     conda:
         SOFTWARE_ENV
     script:

@@ -57,6 +57,19 @@ def test_runs_enumerate_model_task_mode_lr_seed():
     assert lr_label(5e-5) == "5e-05" and lr_label(1e-3) == "0.001"
 
 
+def test_longest_runs_are_scheduled_first():
+    """Priorities order runs by passes per example (epochs x 16 / batch), below the training rules."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    p = plan(config)
+    priority = {(k[0], k[1], k[2]): p.finetune_priority(*k) for k in p.runs}
+    assert priority["minialbert-adapter", "stsb", "adapter"] == 40  # 20 epochs in batches of 8
+    assert priority["minialbert-adapter", "mrpc", "adapter"] == 10 and priority["teacher", "stsb", "full"] == 6
+    assert priority["teacher", "sst2", "full"] == 2
+    assert all(1 <= v <= 49 for v in priority.values())
+    with pytest.raises(ConfigError, match="no fine-tuning run"):
+        p.finetune_priority("teacher", "stsb", "full", "0.5", "0")
+
+
 def test_epochs_factor_multiplies_only_that_models_epochs():
     config = copy.deepcopy(TINY)
     config["baselines"]["scratch"]["finetune_epochs_factor"] = 2

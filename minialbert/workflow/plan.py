@@ -837,6 +837,19 @@ class Plan:
         command["training"] = dict(command["training"], checkpoint_dir=self.checkpoint_dir("students", name))
         return {"name": name, "identity": self.models[name].identity, "command": command}
 
+    def finetune_priority(self, model: str, task: str, mode: str, lr: str, seed: str) -> int:
+        """The scheduling priority of a run: longest first among the runs that are ready, so
+        that the last ones to finish are short (on the demo's 2 cores, a 45 s run started last
+        left a core idle for half a minute). Its proxy for length: passes per training example,
+        epochs x 16 / batch_size (the task's size is unknown before it is prepared). From 1 to
+        49, below the training rules (distill 50, pretrain_teacher 100), which everything waits for."""
+        key = (model, task, mode, lr, seed)
+        if key not in self.runs:
+            raise ConfigError(f"no fine-tuning run {run_dir(*key)} in the config")
+        run, default = self.runs[key], FinetuneSettings()
+        passes = run.get("epochs", default.epochs) * 16 / run.get("batch_size", default.batch_size)
+        return max(1, min(49, round(passes)))
+
     def finetune_job(self, model: str, task: str, mode: str, lr: str, seed: str) -> dict:
         key = (model, task, mode, lr, seed)
         if key not in self.runs:
