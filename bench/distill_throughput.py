@@ -121,6 +121,18 @@ def make_batch(args, device, seed=0):
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def step_function(module, optimizer, batch, autocast):
+    """One optimisation step of `module` (a DistillationModule, compiled or not) on `batch`, as a
+    function of no arguments to time."""
+    def step():
+        with autocast:
+            losses = module(batch)
+        losses["total"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
 def compare_steps(module, compiled, batch, autocast) -> dict[str, float]:
     """The largest relative differences between the eager and the compiled step's losses and
     gradients on the same batch (gradients: the largest |difference| over all parameters / the
@@ -198,13 +210,7 @@ def main(argv=None):
     student.train()
 
     def training_step(module, optimizer):
-        def step():
-            with autocast:
-                losses = module(batch)
-            losses["total"].backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return step
+        return step_function(module, optimizer, batch, autocast)
 
     engine_step = training_step(engine, opt)
     relaxed_step = None

@@ -128,22 +128,13 @@ def main(argv=None) -> int:
     tokens = int(batch["attention_mask"].sum())
     flops = distillation_step_flops(engine, B, T, batch["masked_positions"].numel())
 
-    def training_step(module):
-        def step():
-            with autocast:
-                losses = module(batch)
-            losses["total"].backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return step
-
     distill = {"shape": vars(shape), "tokens_per_step": tokens, "model_tflops_per_step": sig(flops / 1e12),
                "student_attention": "recompute" if cuda else "eager"}
     for name, module in (("eager", engine), ("compiled", compile_step(engine, backend if backend != "inductor"
                                                                       else True))):
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        times, first = timed(training_step(module), steps, sync)
+        times, first = timed(distill_throughput.step_function(module, opt, batch, autocast), steps, sync)
         distill[name] = figures(times, tokens, flops, peak, device)
         distill[name]["first_step_seconds"] = round(first, 2)
     distill["compiled_over_eager"] = round(distill["eager"]["seconds_per_step"] /

@@ -346,17 +346,13 @@ def predict(run: Run, split: str) -> list:
     """Model outputs for every feature of a split, in the split's order, as the task type
     makes them: a label id, a score (regression) or the predicted tag id of each word of a
     chunk (token tasks)."""
-    features = run.features[split]
     kind = run.task.task_type
     run.model.eval()
-    outputs: list = [None] * len(features)
-    lengths = [len(f["input_ids"]) for f in features]
-    for indices in sorted_batches(lengths, run.config.eval_batch_size, eval_token_budget(run.config, run.device)):
-        batch = collate(run, indices, features)
-        batch.pop("labels", None)
+    outputs: list = [None] * len(run.features[split])
+    for indices, batch, rows in split_batches(run, split):
         with autocast(run):
             logits = run.model(**batch).logits.float()
-        values = kind.predictions(logits, [features[i] for i in indices], run.target_scale)
+        values = kind.predictions(logits, rows, run.target_scale)
         for i, value in zip(indices, values):
             outputs[i] = value
     return outputs

@@ -42,7 +42,6 @@ def exit_rule(model, epsilon: float | None, threshold: float | None, where: str)
     if epsilon is None and threshold is None:
         return exits.ExitRule("full")
     exits.check_exit_model(model, where)
-    tolerance = 0.0
     if epsilon is not None:
         stored = model.config.exit_thresholds or {}
         key = next((k for k in stored if math.isclose(float(k), epsilon)), None)
@@ -52,7 +51,7 @@ def exit_rule(model, epsilon: float | None, threshold: float | None, where: str)
         threshold = stored[key]
         if threshold is None:  # nothing was certified for this epsilon: full depth
             return exits.ExitRule("full")
-    return exits.ExitRule("confidence", threshold=float(threshold), tolerance=tolerance)
+    return exits.ExitRule("confidence", threshold=float(threshold))
 
 
 def run(args: argparse.Namespace) -> int:
