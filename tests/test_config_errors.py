@@ -30,7 +30,7 @@ def test_a_typo_in_the_top_level_finetune_section_is_reported_once_at_its_key():
     message = error(lambda c: c["finetune"].update(seed=[0]))
     assert message == ("invalid config (nothing was run):\n  config key finetune.seed: unknown key, did you mean "
                        "'seeds'? (allowed: models, modes, lr, seeds, save_model, exits, epochs, batch_size, max_length, scheduler, "
-                       "weight_decay, warmup_ratio, max_grad_norm, reduction_factor)")
+                       "weight_decay, warmup_ratio, max_grad_norm, group_by_length, reduction_factor)")
 
 
 def test_a_typo_in_a_tasks_finetune_section_is_reported_at_that_task():
