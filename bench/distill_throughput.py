@@ -209,15 +209,12 @@ def main(argv=None):
     opt = torch.optim.AdamW(engine.parameters(), lr=1e-5)
     student.train()
 
-    def training_step(module, optimizer):
-        return step_function(module, optimizer, batch, autocast)
-
-    engine_step = training_step(engine, opt)
+    engine_step = step_function(engine, opt, batch, autocast)
     relaxed_step = None
     if args.lora_rank:
         relaxed_student = make_models(args, device, args.lora_rank)[1].train()
         relaxed = DistillationModule(relaxed_student, teacher, layer_map=layer_map, weights=paper_weights)
-        relaxed_step = training_step(relaxed, torch.optim.AdamW(relaxed.parameters(), lr=1e-5))
+        relaxed_step = step_function(relaxed, torch.optim.AdamW(relaxed.parameters(), lr=1e-5), batch, autocast)
 
     naive_teacher = None
     if not args.skip_naive:
@@ -240,7 +237,7 @@ def main(argv=None):
     if args.compile:
         # the same module (same parameters, same optimizer), its step compiled; compiled before timing
         compiled = compile_step(engine, True)
-        steps["compiled"] = training_step(compiled, opt)
+        steps["compiled"] = step_function(compiled, opt, batch, autocast)
         if args.dropout == 0:  # without dropout both must give the same numbers (the first call compiles)
             t0 = time.perf_counter()
             compared = compare_steps(engine, compiled, batch, autocast)

@@ -49,8 +49,8 @@ from minialbert.command_configs import (
     teacher_layers_key,
 )
 from minialbert.data.corpora import input_files as corpus_input_files
-from minialbert.loss_terms import needs_teacher
 from minialbert.data.corpora import validate_source
+from minialbert.loss_terms import needs_teacher
 from minialbert.tasks import input_files as task_input_files
 from minialbert.tasks import parse_task_spec
 from minialbert.utils import ConfigError, canonical_json, config_hash, did_you_mean, load_yaml, shown_value
@@ -246,6 +246,7 @@ class Plan:
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
+        self._architecture_only: dict[str, bool] = {}  # student -> Plan.architecture_only, worked out once
         problems = Problems()
         self._check_references(problems)
         problems.raise_if_any()  # dangling names would break the registry below
@@ -748,14 +749,18 @@ class Plan:
         return {"name": name, "identity": self.models[name].identity, "command": command}
 
     def scratch_inputs(self, name: str) -> list[str]:
-        return self.tokenizer_ref(self.config["teachers"][self.config["baselines"][name]["like"]]["tokenizer"])[1]
+        return self.architecture_inputs(self.config["baselines"][name]["like"])
 
     def scratch_job(self, name: str) -> dict:
         entry = self.config["baselines"][name]
-        like = self.config["teachers"][entry["like"]]
         return {"name": name, "identity": self.models[name].identity,
-                "command": {"tokenizer": self.tokenizer_ref(like["tokenizer"])[0], "model": like.get("model") or {},
-                            "seed": entry.get("seed", 0)}}
+                "command": self._untrained_command(entry["like"], seed=entry.get("seed", 0))}
+
+    def _untrained_command(self, teacher: str, seed: int) -> dict:
+        """The init-scratch command: a pretrain teacher's architecture and tokenizer, untrained."""
+        entry = self.config["teachers"][teacher]
+        return {"tokenizer": self.tokenizer_ref(entry["tokenizer"])[0], "model": entry.get("model") or {},
+                "seed": seed}
 
     def download_job(self, name: str) -> dict:
         entry = self._entry(name)
@@ -793,7 +798,11 @@ class Plan:
         copied from it (the MLM-only ablation). Such a distillation starts from the teacher's
         architecture saved untrained (rule init_architecture), without waiting for the
         pretraining: its student is the same, since the teacher's weights are never read."""
-        entry = self.config["students"][name]
+        if name not in self._architecture_only:
+            self._architecture_only[name] = self._reads_only_architecture(self.config["students"][name], name)
+        return self._architecture_only[name]
+
+    def _reads_only_architecture(self, entry: dict, name: str) -> bool:
         teacher = self.config["teachers"].get(entry["teacher"])
         if teacher is None or teacher["source"] != "pretrain":
             return False
@@ -811,11 +820,9 @@ class Plan:
 
     def architecture_job(self, teacher: str) -> dict:
         """A pretrain teacher's architecture, saved untrained (the init-scratch command)."""
-        entry = self.config["teachers"][teacher]
-        command = {"tokenizer": self.tokenizer_ref(entry["tokenizer"])[0], "model": entry.get("model") or {},
-                   "seed": 0}
+        command = self._untrained_command(teacher, seed=0)
         identity = config_hash({"architecture": command["model"],
-                                "tokenizer": self.tokenizer_identity(entry["tokenizer"])})
+                                "tokenizer": self.tokenizer_identity(self.config["teachers"][teacher]["tokenizer"])})
         return {"name": teacher, "identity": identity, "command": command}
 
     def distill_inputs(self, name: str) -> list[str]:
@@ -843,21 +850,22 @@ class Plan:
         left a core idle for half a minute). Its proxy for length: passes per training example,
         epochs x 16 / batch_size (the task's size is unknown before it is prepared). From 1 to
         49, below the training rules (distill 50, pretrain_teacher 100), which everything waits for."""
-        key = (model, task, mode, lr, seed)
-        if key not in self.runs:
-            raise ConfigError(f"no fine-tuning run {run_dir(*key)} in the config")
-        run, default = self.runs[key], FinetuneSettings()
+        run, default = self._run(model, task, mode, lr, seed), FinetuneSettings()
         passes = run.get("epochs", default.epochs) * 16 / run.get("batch_size", default.batch_size)
         return max(1, min(49, round(passes)))
 
-    def finetune_job(self, model: str, task: str, mode: str, lr: str, seed: str) -> dict:
+    def _run(self, model: str, task: str, mode: str, lr: str, seed: str) -> dict:
+        """One run's settings, by its wildcards."""
         key = (model, task, mode, lr, seed)
         if key not in self.runs:
             raise ConfigError(f"no fine-tuning run {run_dir(*key)} in the config")
+        return self.runs[key]
+
+    def finetune_job(self, model: str, task: str, mode: str, lr: str, seed: str) -> dict:
         m = self.models[model]
         provenance = {"model_identity": m.identity, "task_identity": self.task_identity(task)}
-        command = {"model": m.dir, "model_name": model, "task": f"results/tasks/{task}", **self.runs[key],
-                   "provenance": provenance}
+        command = {"model": m.dir, "model_name": model, "task": f"results/tasks/{task}",
+                   **self._run(model, task, mode, lr, seed), "provenance": provenance}
         return {"command": command}
 
     def exit_timing_inputs(self, model: str, task: str, mode: str, lr: str, seed: str) -> list[str]:
