@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from minialbert import exits
 from minialbert.adapters import count_parameters, prepare_for_adapter_tuning
+from minialbert.host_memory import retain_freed_memory
 from minialbert.metrics import compute_metric
 from minialbert.optim import build_optimizer
 from minialbert.precision import Precision, choose_precision, enable_tf32
@@ -222,6 +223,7 @@ def setup(config: FinetuneConfig) -> Run:
     if config.threads:
         # an oversubscribed CPU (more threads than free cores) can run 10x slower, not 2x
         torch.set_num_threads(config.threads)
+    retain_freed_memory()
     set_seed(config.seed)
     task = load_task(config.task)
     kind = task.task_type

@@ -26,6 +26,7 @@ from transformers.modeling_outputs import (
 )
 
 from .blocks import BottleneckAdapter, RecursionRelaxation, RelaxedLinear
+from .dropout import Dropout, counter_dropout, uses_counter_dropout
 from .recursions import RELAXATION_TARGETS, sharing_pattern
 
 # activations the model builds itself (torch.nn); any other transformers ACT2FN name also works
@@ -233,7 +234,7 @@ class MiniAlbertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
         self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None):
         B, T = input_ids.shape
@@ -272,7 +273,7 @@ class MiniAlbertAttention(nn.Module):
         self.eps = config.layer_norm_eps
         self.LayerNorm = None if config.relax_norms else nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.output_dropout = Dropout(config.hidden_dropout_prob)
 
     def _heads(self, x):  # (B, T, H) -> (B, nh, T, hs)
         B, T, _ = x.shape
@@ -286,7 +287,13 @@ class MiniAlbertAttention(nn.Module):
         qkv = tuple(_linear(self, name, x, params) for name in ("query", "key", "value"))
         q, k, v = (self._heads(t) for t in qkv)
         p_drop = self.attention_dropout if self.training else 0.0
-        if output_attentions and not recompute_attentions:
+        if p_drop > 0 and uses_counter_dropout(x):
+            # A compiled CPU step: the probabilities dropped by a counter-based mask
+            # (minialbert.dropout), which inductor fuses with the softmax.
+            probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + additive_mask, dim=-1)
+            context = counter_dropout(probs, p_drop) @ v
+            probs = probs if output_attentions else None
+        elif output_attentions and not recompute_attentions:
             # Reference path: the probabilities are materialised because the caller wants them.
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
             probs = torch.softmax(scores + additive_mask, dim=-1)
@@ -328,7 +335,7 @@ class MiniAlbertFeedForward(nn.Module):
         self.ffn = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias["ffn"])
         self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias["ffn_output"])
         self.activation = activation(config.hidden_act)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.eps = config.layer_norm_eps
         self.full_layer_layer_norm = (
             None if config.relax_norms else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -594,7 +601,7 @@ class MiniAlbertWithClassifier(MiniAlbertWithHead):
         self.num_labels = config.num_labels
         self.minialbert = MiniAlbertModel(config)
         p = config.classifier_dropout_prob
-        self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
+        self.dropout = Dropout(config.hidden_dropout_prob if p is None else p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         # per-recursion exit heads: recursion i (0-based) < N - 1 reads exit_classifiers[str(i)];
         # the last recursion reads `classifier`, so a model without exits has the same layout

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from minialbert.command_configs import TrainingConfig
+from minialbert.host_memory import retain_freed_memory
 from minialbert.optim import build_optimizer, linear_schedule
 from minialbert.plots import read_train_log
 from minialbert.checkpoints import (
@@ -118,6 +119,7 @@ def setup_runtime(cfg: TrainingConfig) -> Runtime:
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
     enable_tf32(device)
+    retain_freed_memory()
     return Runtime(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
                    precision=choose_precision(cfg.bf16, device))
 
@@ -231,7 +233,7 @@ def prepare_loop(job: TrainingJob, cfg: TrainingConfig, output_dir: str | os.Pat
         enable_activation_checkpointing(module)
     if job.to_device is not None:
         job.to_device(rt.device)
-    optimizer = build_optimizer(module, cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(module, cfg.lr, cfg.weight_decay, fused=bool(cfg.compile))
     output_dir = Path(output_dir)
     checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else output_dir / "checkpoints"
     layout = run_layout(cfg, rt.world_size, checkpoint_dir)
