@@ -22,6 +22,8 @@ Mask resolution: the keep test compares 24 hash bits with round(p * 2**24), so p
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,9 +43,7 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 def counter_keep_mask(shape, p: float, keys: torch.Tensor) -> torch.Tensor:
     """Bernoulli(1 - p) keep mask of `shape` from the int32 `keys` (2,): element i keeps when 24
     bits of mix(mix(i + keys[0]) ^ keys[1]) are at least round(p * 2**24)."""
-    numel = 1
-    for n in shape:
-        numel *= n
+    numel = math.prod(shape)
     if numel >= 2**31:
         raise ValueError(f"counter_dropout: {numel} elements in one call; at most 2**31 - 1 (int32 counters)")
     index = torch.arange(numel, dtype=torch.int32, device=keys.device).view(shape)

@@ -279,6 +279,9 @@ class MiniAlbertAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)
 
+    def _probs(self, q, k, additive_mask):  # (B, nh, T, T) attention probabilities
+        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + additive_mask, dim=-1)
+
     def forward(self, x, additive_mask, output_attentions: bool = False, params: Overrides | None = None,
                 output_qkv: bool = False, recompute_attentions: bool = False):
         """-> (output, attention probabilities or None, the projected (q, k, v) (B, T, H) or None).
@@ -290,13 +293,12 @@ class MiniAlbertAttention(nn.Module):
         if p_drop > 0 and uses_counter_dropout(x):
             # A compiled CPU step: the probabilities dropped by a counter-based mask
             # (minialbert.dropout), which inductor fuses with the softmax.
-            probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + additive_mask, dim=-1)
+            probs = self._probs(q, k, additive_mask)
             context = counter_dropout(probs, p_drop) @ v
             probs = probs if output_attentions else None
         elif output_attentions and not recompute_attentions:
             # Reference path: the probabilities are materialised because the caller wants them.
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
-            probs = torch.softmax(scores + additive_mask, dim=-1)
+            probs = self._probs(q, k, additive_mask)
             context = F.dropout(probs, p_drop, self.training) @ v  # (B, nh, T, hs)
         else:
             # Fast path: fused kernel, same computation (tested against the reference path).
@@ -306,7 +308,7 @@ class MiniAlbertAttention(nn.Module):
                 # Only the loss reads these: the context above never materialises them, and on a
                 # GPU the fused kernel's memory-bound chain stays fused. Dropout draws differ from
                 # the reference path's (another kernel), the probabilities are the same.
-                probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_size) + additive_mask, dim=-1)
+                probs = self._probs(q, k, additive_mask)
         B, _, T, _ = context.shape
         context = context.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
         out = _norm(self, "LayerNorm", x + self.output_dropout(_linear(self, "dense", context, params)), params,
